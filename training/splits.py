@@ -1,0 +1,81 @@
+"""Patient-level train/validation/test splits and the leakage check."""
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from training.data import Record
+
+SPLITS = ("train", "validation", "test")
+
+
+class PatientLeakageError(RuntimeError):
+    """A patient has images in more than one split."""
+
+
+def split_by_patient(
+    records: Sequence[Record], fractions: tuple[float, float, float], seed: int
+) -> dict[str, list[Record]]:
+    """Assign whole patients to splits, deterministic from `seed`, keeping label counts proportional.
+
+    Greedy iterative stratification over patients: patients carrying the rarest labels are placed
+    first, each into the split that most lacks that label (ties broken by how short the split is
+    of its target size, then by a seeded random order).
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    by_patient: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_patient[record.patient_id].append(record)
+    rng = np.random.default_rng(seed)
+    patients = sorted(by_patient)
+    rng.shuffle(patients)
+    patient_labels = {p: np.max([r.labels for r in by_patient[p]], axis=0) for p in patients}
+    patient_sizes = {p: len(by_patient[p]) for p in patients}
+
+    target = np.asarray(fractions, dtype=np.float64)
+    totals = np.sum([patient_labels[p] for p in patients], axis=0)
+    wanted_labels = np.outer(target, totals)  # (3, 14)
+    wanted_images = target * len(records)
+    placed_labels = np.zeros_like(wanted_labels)
+    placed_images = np.zeros(3)
+
+    # Rarest-label patients first; label-free patients last.
+    def rarity(patient: str) -> float:
+        positive = patient_labels[patient] > 0
+        return float(np.min(totals[positive])) if positive.any() else np.inf
+
+    assignment: dict[str, int] = {}
+    for patient in sorted(patients, key=rarity):
+        labels = patient_labels[patient]
+        open_splits = [i for i in range(3) if target[i] > 0]
+        if labels.any():
+            rarest = int(np.argmin(np.where(labels > 0, totals, np.inf)))
+            need = wanted_labels[:, rarest] - placed_labels[:, rarest]
+        else:
+            need = np.zeros(3)
+        room = wanted_images - placed_images
+        choice = max(open_splits, key=lambda i: (need[i], room[i], rng.random()))
+        placed_labels[choice] += labels
+        placed_images[choice] += patient_sizes[patient]
+        assignment[patient] = choice
+
+    splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
+    for record in records:
+        splits[SPLITS[assignment[record.patient_id]]].append(record)
+    check_no_leakage(splits)
+    return splits
+
+
+def check_no_leakage(splits: dict[str, Sequence[Record]]) -> None:
+    """Refuse splits that share a patient (or an image)."""
+    owner: dict[str, str] = {}
+    for split, records in splits.items():
+        for record in records:
+            previous = owner.setdefault(record.patient_id, split)
+            if previous != split:
+                raise PatientLeakageError(
+                    f"patient {record.patient_id} is in both {previous} and {split} "
+                    f"(image {record.image}); splits must be patient-level"
+                )

@@ -1,0 +1,220 @@
+"""Train DenseNet121 on ChestX-ray14 and write the model, its card and its logs."""
+
+import csv
+import datetime
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cxr.labels import LABELS
+from cxr.model_card import ModelCard, TrainingData, save_model_card, sha256_file
+from training.callbacks import ValidationMonitor, WeightAveraging
+from training.data import Record, labels_matrix, read_label_table, read_teacher
+from training.dataset import XrayBatches, load_images, model_inputs, normalisation_of
+from training.evaluation import split_metrics, thresholds_for
+from training.loss import class_weights, make_weighted_bce
+from training.model import LAST_CONV_LAYER, build_model
+from training.splits import SPLITS, check_no_leakage, split_by_patient
+
+log = logging.getLogger(__name__)
+WEIGHTS_FILE = "model.keras"
+
+
+@dataclass
+class TrainConfig:
+    labels_csv: str
+    out_dir: str
+    images_dir: str | None = None
+    input_size: int = 128
+    epochs: int = 80
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup_epochs: int = 2
+    weights: str | None = None  # None (random), "imagenet" or a backbone weights file
+    teacher_csv: str | None = None
+    teacher_weight: float = 0.7  # target = (1 - w) * label + w * teacher probability
+    mixup_alpha: float = 0.0
+    ema_decay: float = 0.99
+    patience: int = 25
+    seed: int = 7
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    strategy: str = "default"
+    max_steps: int | None = None  # per epoch, for smoke runs
+    max_images: int | None = None  # for smoke runs
+    name: str = "chexnet-densenet121"
+    version: str = "1.0.0"
+    checkpoint_dir: str | None = None
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """TensorFlow's own engine for more hardware: several GPUs or several machines (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}: default, mirrored or multiworker")
+
+
+def seed_everything(seed: int) -> None:
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def make_splits(records: list[Record], config: TrainConfig) -> dict[str, list[Record]]:
+    """The official test list when present, otherwise a seeded patient-level split."""
+    if any(record.official_split for record in records):
+        test = [record for record in records if record.official_split == "test"]
+        rest = [record for record in records if record.official_split != "test"]
+        train_share = config.split[0] / (config.split[0] + config.split[1])
+        inner = split_by_patient(rest, (train_share, 1.0 - train_share, 0.0), config.seed)
+        splits = {"train": inner["train"], "validation": inner["validation"], "test": test}
+    else:
+        splits = split_by_patient(records, config.split, config.seed)
+    check_no_leakage(splits)
+    return splits
+
+
+def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
+    """Labels, or labels blended with teacher probabilities (distillation) where a teacher exists."""
+    labels = labels_matrix(records)
+    if not config.teacher_csv:
+        return labels
+    teacher = read_teacher(config.teacher_csv)
+    targets = labels.copy()
+    taught = 0
+    for i, record in enumerate(records):
+        if record.image in teacher:
+            targets[i] = (1 - config.teacher_weight) * labels[i] + config.teacher_weight * teacher[record.image]
+            taught += 1
+    log.info("distillation: %d of %d training images have teacher probabilities", taught, len(records))
+    return targets
+
+
+def train(config: TrainConfig) -> ModelCard:
+    seed_everything(config.seed)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = Path(config.checkpoint_dir or out_dir / "checkpoints")
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    records = read_label_table(config.labels_csv, config.images_dir)
+    if config.max_images:
+        records = records[: config.max_images]
+    splits = make_splits(records, config)
+    write_splits(splits, out_dir / "splits.csv")
+    log.info("split sizes: %s", {name: len(part) for name, part in splits.items()})
+
+    images = {name: load_images(part, config.input_size) for name, part in splits.items()}
+    normalisation = normalisation_of(images["train"])
+    train_labels = labels_matrix(splits["train"])
+    w_pos, w_neg = class_weights(train_labels)
+    targets = training_targets(splits["train"], config)
+
+    batches = XrayBatches(
+        images["train"],
+        targets,
+        normalisation,
+        config.batch_size,
+        train=True,
+        seed=config.seed,
+        mixup_alpha=config.mixup_alpha,
+        max_steps=config.max_steps,
+    )
+    steps_per_epoch = len(batches)
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        model = build_model(config.input_size, config.weights)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate / 10,
+            decay_steps=max(1, steps_per_epoch * (config.epochs - config.warmup_epochs)),
+            warmup_target=config.learning_rate,
+            warmup_steps=steps_per_epoch * config.warmup_epochs,
+            alpha=0.01,
+        )
+        # XLA measured slower here (0.16 vs 0.13 s per image at 128 px on 2 cores).
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule), loss=make_weighted_bce(w_pos, w_neg), jit_compile=False
+        )
+
+    averaging = WeightAveraging(config.ema_decay) if config.ema_decay > 0 else None
+    best_path = checkpoint_dir / "best.keras"
+    validation_inputs = model_inputs(images["validation"], normalisation)
+    validation_labels = labels_matrix(splits["validation"])
+    monitor = ValidationMonitor(validation_inputs, validation_labels, best_path, config.patience, averaging)
+    callbacks: list[keras.callbacks.Callback] = [averaging] if averaging else []
+    callbacks += [monitor, keras.callbacks.CSVLogger(str(out_dir / "training_log.csv"))]
+    model.fit(batches, epochs=config.epochs, callbacks=callbacks, verbose=1 if _interactive() else 2)
+
+    best = keras.models.load_model(best_path, compile=False)
+    weights_path = out_dir / WEIGHTS_FILE
+    best.save(weights_path)
+    validation_probabilities = best.predict(validation_inputs, batch_size=32, verbose=0)
+    thresholds = thresholds_for(validation_labels, validation_probabilities)
+    card = ModelCard(
+        name=config.name,
+        version=config.version,
+        created=datetime.date.today().isoformat(),
+        labels=list(LABELS),
+        input_size=config.input_size,
+        normalisation=normalisation,
+        thresholds=thresholds,
+        threshold_rule="Youden's J (sensitivity + specificity - 1) maximised per label on the validation split",
+        last_conv_layer=LAST_CONV_LAYER,
+        weights_file=WEIGHTS_FILE,
+        sha256=sha256_file(weights_path),
+        training=TrainingData(
+            dataset=f"NIH ChestX-ray14: {config.labels_csv}",
+            split_rule=_split_rule(config, records),
+            n_train=len(splits["train"]),
+            n_validation=len(splits["validation"]),
+            n_test=len(splits["test"]),
+            seed=config.seed,
+            recipe=_recipe(config, monitor),
+        ),
+        metrics=[split_metrics("validation", validation_labels, validation_probabilities, bootstrap_rounds=0)],
+    )
+    save_model_card(card, out_dir)
+    log.info("best validation mean AUROC %.4f at epoch %d; model in %s", monitor.best, monitor.best_epoch + 1,
+             out_dir)
+    return card
+
+
+def write_splits(splits: dict[str, list[Record]], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Image", "PatientId", "split"])
+        for name in SPLITS:
+            for record in splits[name]:
+                writer.writerow([record.image, record.patient_id, name])
+
+
+def _split_rule(config: TrainConfig, records: list[Record]) -> str:
+    if any(record.official_split for record in records):
+        return f"official test_list.txt; train/validation by patient from train_val_list.txt, seed {config.seed}"
+    shares = "/".join(f"{round(100 * f)}" for f in config.split)
+    return f"patient-level, label-stratified, seed {config.seed}: {shares} train/validation/test"
+
+
+def _recipe(config: TrainConfig, monitor: ValidationMonitor) -> dict[str, str | int | float | bool | None]:
+    recipe: dict[str, str | int | float | bool | None] = {
+        key: value
+        for key, value in asdict(config).items()
+        if key not in ("labels_csv", "out_dir", "images_dir", "checkpoint_dir", "name", "version", "split")
+    }
+    recipe["best_epoch"] = monitor.best_epoch + 1
+    recipe["best_validation_mean_auroc"] = round(monitor.best, 4)
+    return recipe
+
+
+def _interactive() -> bool:
+    return os.isatty(1)
