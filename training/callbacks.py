@@ -26,6 +26,8 @@ class WeightAveraging(keras.callbacks.Callback):
         self.average: list[np.ndarray] = []
 
     def on_train_begin(self, logs=None) -> None:
+        if self.average:  # fit is called once per epoch; keep averaging across calls
+            return
         self.average = [np.array(variable.numpy(), copy=True) for variable in self.model.weights]
 
     def on_train_batch_end(self, batch, logs=None) -> None:
@@ -64,6 +66,7 @@ class ValidationMonitor(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.best = -math.inf
         self.best_epoch = -1
+        self.stopped = False
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         logs = logs if logs is not None else {}
@@ -84,4 +87,4 @@ class ValidationMonitor(keras.callbacks.Callback):
                  self.best_epoch + 1)
         if epoch - self.best_epoch >= self.patience:
             log.info("early stop: no improvement for %d epochs", self.patience)
-            self.model.stop_training = True
+            self.stopped = True

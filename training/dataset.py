@@ -7,7 +7,6 @@ model's input size; normalisation is cxr.preprocessing.normalise, applied per ba
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import keras
 import numpy as np
 
 from cxr.model_card import Normalisation
@@ -33,8 +32,12 @@ def model_inputs(images: np.ndarray, normalisation: Normalisation) -> np.ndarray
     return normalise(images, normalisation.mean, normalisation.std)
 
 
-class XrayBatches(keras.utils.PyDataset):
-    """Batches of (inputs, targets); shuffled and augmented when training."""
+class XrayBatches:
+    """Batches of (inputs, targets); shuffled and augmented when training.
+
+    Training consumes whole epochs as arrays (`epoch_arrays`): a Python generator feeding
+    `model.fit` makes TensorFlow's generator dataset set glibc's M_TRIM_THRESHOLD, and every
+    large tensor then goes through mmap/munmap (measured: 108 s per epoch instead of 35 s here).
 
     def __init__(
         self,
@@ -49,7 +52,6 @@ class XrayBatches(keras.utils.PyDataset):
         mixup_alpha: float = 0.0,
         max_steps: int | None = None,
     ) -> None:
-        super().__init__()
         self.images = images
         self.targets = targets.astype(np.float32)
         self.normalisation = normalisation
@@ -75,6 +77,9 @@ class XrayBatches(keras.utils.PyDataset):
             images, targets = mixup(images, targets, self.mixup_alpha, self.rng)
         return model_inputs(images, self.normalisation), targets
 
-    def on_epoch_end(self) -> None:
+    def epoch_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All batches of one epoch, concatenated in order, then reshuffled for the next epoch."""
+        batches = [self[index] for index in range(len(self))]
         if self.train:
             self.rng.shuffle(self.order)
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])

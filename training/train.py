@@ -152,8 +152,23 @@ def train(config: TrainConfig) -> ModelCard:
     validation_labels = labels_matrix(splits["validation"])
     monitor = ValidationMonitor(validation_inputs, validation_labels, best_path, config.patience, averaging)
     callbacks: list[keras.callbacks.Callback] = [averaging] if averaging else []
-    callbacks += [monitor, keras.callbacks.CSVLogger(str(out_dir / "training_log.csv"))]
-    model.fit(batches, epochs=config.epochs, callbacks=callbacks, verbose=1 if _interactive() else 2)
+    log_path = out_dir / "training_log.csv"
+    log_path.unlink(missing_ok=True)
+    callbacks += [monitor, keras.callbacks.CSVLogger(str(log_path), append=True)]
+    for epoch in range(config.epochs):
+        inputs, epoch_targets = batches.epoch_arrays()
+        model.fit(
+            inputs,
+            epoch_targets,
+            batch_size=config.batch_size,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            shuffle=False,  # XrayBatches already shuffled the epoch
+            callbacks=callbacks,
+            verbose=1 if _interactive() else 2,
+        )
+        if monitor.stopped:
+            break
 
     best = keras.models.load_model(best_path, compile=False)
     weights_path = out_dir / WEIGHTS_FILE
