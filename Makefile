@@ -23,10 +23,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
-# Regenerate the lock of exact versions after changing pyproject.toml.
+# Regenerate the lock of exact versions after changing pyproject.toml, and the Docker images'
+# per-target locks (same versions, only that target's extra: the api image gets no TensorFlow).
+IMAGE_LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 lock:
 	test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet "uv>=0.5,<1"; }
 	$(UV) pip compile --quiet --python $(PY) --all-extras pyproject.toml -o requirements.lock
+	$(UV) pip compile --quiet $(IMAGE_LOCK_FLAGS) --extra api -c requirements.lock pyproject.toml -o requirements-api.lock
+	$(UV) pip compile --quiet $(IMAGE_LOCK_FLAGS) --extra sidecar -c requirements.lock pyproject.toml -o requirements-gradcam.lock
+	$(UV) pip compile --quiet $(IMAGE_LOCK_FLAGS) --extra train -c requirements.lock pyproject.toml -o requirements-export.lock
 
 $(BUILD_DIR)/model.onnx: install $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json
 	$(PY) -m export --model-dir $(MODEL_DIR) --out $(BUILD_DIR)
@@ -56,3 +61,20 @@ evaluate: install
 
 clean:
 	rm -rf $(BUILD_DIR) runs .pytest_cache
+
+# --- Deployment, load testing, benchmark -------------------------------------------------------
+.PHONY: docker-lint compose-check
+
+# Lint the Dockerfile (hadolint from the dev extra; ignores, if any, are justified in .hadolint.yaml).
+docker-lint: install
+	$(VENV)/bin/hadolint Dockerfile
+
+# Validate docker-compose.yml (Debian's docker-compose: apt-get install docker-compose) and run each
+# container's command outside Docker against the repo's model (tests/deploy).
+compose-check: install
+	@command -v docker-compose >/dev/null || { echo "docker-compose is not installed (apt-get install -y docker-compose)"; exit 1; }
+	API_KEYS=compose-check docker-compose -f docker-compose.yml config -q
+	API_KEYS=compose-check docker-compose -f docker-compose.yml --profile scaled config -q
+	@if env -u API_KEYS docker-compose -f docker-compose.yml config -q 2>/dev/null; then \
+		echo "docker-compose.yml must refuse to start without API_KEYS"; exit 1; fi
+	$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
