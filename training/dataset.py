@@ -38,6 +38,7 @@ class XrayBatches:
     Training consumes whole epochs as arrays (`epoch_arrays`): a Python generator feeding
     `model.fit` makes TensorFlow's generator dataset set glibc's M_TRIM_THRESHOLD, and every
     large tensor then goes through mmap/munmap (measured: 108 s per epoch instead of 35 s here).
+    """
 
     def __init__(
         self,
