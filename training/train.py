@@ -32,7 +32,7 @@ class TrainConfig:
     out_dir: str
     images_dir: str | None = None
     input_size: int = 128
-    epochs: int = 80
+    epochs: int = 60
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_epochs: int = 2
@@ -41,7 +41,7 @@ class TrainConfig:
     teacher_weight: float = 0.7  # target = (1 - w) * label + w * teacher probability
     mixup_alpha: float = 0.0
     ema_decay: float = 0.99
-    patience: int = 25
+    patience: int = 20
     seed: int = 7
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     strategy: str = "default"
