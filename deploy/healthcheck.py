@@ -19,12 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-port", type=int, default=8000, help="port when the variable is unset")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--path", default="/healthz")
-    parser.add_argument("--timeout", type=float, default=4.0, help="seconds (keep below HEALTHCHECK --timeout)")
+    parser.add_argument(
+        "--timeout", type=float, default=4.0, help="seconds (keep below HEALTHCHECK --timeout)"
+    )
     args = parser.parse_args(argv)
     port = os.environ.get(args.port_env) or str(args.default_port)
     url = f"http://{args.host}:{port}{args.path}"
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310 (fixed http URL)
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
             status = response.status
     except urllib.error.HTTPError as error:
         status = error.code

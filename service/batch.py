@@ -1,0 +1,418 @@
+"""Batch scoring for research teams: a folder or a CSV of radiographs -> one row of probabilities each.
+
+    python -m service.batch FOLDER_OR_CSV --out scores.csv      (or scores.json)
+
+* Inputs: every PNG/JPEG/DICOM under a folder (recursively), or the paths in a CSV column (`path`,
+  `file`, `filename`, `image`, `Image` or `Image Index`; --path-column to choose), relative to
+  --image-root (default: the CSV's folder). The format is recognised from the content.
+* The same preprocessing as the API (cxr.preprocessing) and the exported ONNX model on onnxruntime;
+  the model card and the export manifest are checked to belong together.
+* Unreadable files are skipped and listed in a separate errors CSV (default: OUT with the suffix
+  .errors.csv), with the reason; they are retried on the next run.
+* Resumable: files already in OUT are skipped, so an interrupted run continues where it stopped
+  (CSV rows are flushed every batch, JSON is rewritten atomically every --checkpoint-seconds).
+* Throughput: files are read, decoded and preprocessed by a thread pool while onnxruntime scores
+  the previous batch (decoders and onnxruntime release the GIL); see `make bench` for the figure
+  against bare onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cxr.labels import LABELS
+from cxr.model_card import ModelCard, load_model_card, sha256_file
+from cxr.onnx_manifest import ExportManifest, load_manifest
+from cxr.preprocessing import preprocess_bytes
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}  # DICOM files often have no suffix
+PATH_COLUMNS = ("path", "file", "filename", "image", "Image", "Image Index")
+SCORE_COLUMNS = ("path", *LABELS, "findings", "model_sha256")
+ERROR_COLUMNS = ("path", "error", "message")
+DEFAULT_MODEL_DIR = "models/chexnet-densenet121"
+DEFAULT_ONNX_DIR = "build"
+
+
+class BatchInputError(RuntimeError):
+    """The command cannot run at all (missing input, mismatched model, foreign output file)."""
+
+
+# --- The model ------------------------------------------------------------------------------------
+
+
+class OnnxScorer:
+    """The exported model on onnxruntime, probabilities only (no FastAPI, no TensorFlow)."""
+
+    def __init__(
+        self, model_dir: str | Path, onnx_dir: str | Path, *, int8: bool = False, threads: int = 0
+    ) -> None:
+        import onnxruntime as ort
+
+        self.card: ModelCard = load_model_card(model_dir)
+        self.manifest: ExportManifest = load_manifest(onnx_dir)
+        if self.manifest.keras_sha256 != self.card.sha256:
+            raise BatchInputError(
+                f"{onnx_dir} was exported from weights {self.manifest.keras_sha256[:12]}, but the model card "
+                f"in {model_dir} describes {self.card.sha256[:12]}: export the model again (make export)"
+            )
+        if int8:
+            if self.manifest.quantization is None:
+                raise BatchInputError(f"{onnx_dir} has no int8 model (the export did not quantise)")
+            quantization = self.manifest.quantization
+            onnx_path, expected = Path(onnx_dir) / quantization.file, quantization.sha256
+        else:
+            onnx_path, expected = Path(onnx_dir) / self.manifest.onnx_file, self.manifest.onnx_sha256
+        if sha256_file(onnx_path) != expected:
+            raise BatchInputError(f"{onnx_path} does not match the sha256 in its manifest")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per physical core
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.onnx_path = onnx_path
+        self.size = self.card.input_size
+        self.mean = self.card.normalisation.mean
+        self.std = self.card.normalisation.std
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        return preprocess_bytes(data, self.size, self.mean, self.std)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """(n, size, size, 3) float32 -> (n, 14) probabilities."""
+        (probabilities,) = self.session.run(["probabilities"], {self.input_name: batch})
+        return np.asarray(probabilities, dtype=np.float32)
+
+
+# --- Inputs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # what the output rows are keyed by: the path as given (CSV) or relative to the folder
+    path: Path
+
+
+def list_inputs(
+    source: Path, *, path_column: str | None = None, image_root: Path | None = None
+) -> list[Item]:
+    if source.is_dir():
+        items = [
+            Item(file.relative_to(source).as_posix(), file)
+            for file in sorted(source.rglob("*"))
+            if file.is_file()
+            and not any(part.startswith(".") for part in file.relative_to(source).parts)
+            and file.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        return items
+    if source.is_file() and source.suffix.lower() == ".csv":
+        root = image_root if image_root is not None else source.parent
+        with open(source, newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            column = path_column or next((name for name in PATH_COLUMNS if name in columns), None)
+            if column is None or column not in columns:
+                raise BatchInputError(
+                    f"{source} has no path column ({', '.join(PATH_COLUMNS)}); choose one with --path-column"
+                )
+            keys = [row[column].strip() for row in reader if row.get(column, "").strip()]
+        unique = list(dict.fromkeys(keys))  # a file listed twice is scored once
+        return [Item(key, Path(key) if Path(key).is_absolute() else root / key) for key in unique]
+    raise BatchInputError(f"{source} is neither a folder nor a .csv file")
+
+
+# --- Outputs --------------------------------------------------------------------------------------
+
+
+def errors_path_for(out: Path) -> Path:
+    return out.with_name(out.stem + ".errors.csv")
+
+
+class ScoreWriter:
+    """Appends scored rows to OUT (.csv or .json) and knows which keys OUT already holds."""
+
+    def __init__(self, out: Path, card: ModelCard, *, resume: bool, checkpoint_seconds: float = 30.0) -> None:
+        self.out = out
+        self.card = card
+        self.format = out.suffix.lower().lstrip(".")
+        if self.format not in ("csv", "json"):
+            raise BatchInputError(f"--out must end in .csv or .json, not {out.name}")
+        self.model_sha = card.sha256[:16]
+        self.checkpoint_seconds = checkpoint_seconds
+        self.done: set[str] = set()
+        self._json_rows: list[dict[str, object]] = []
+        self._dirty = False
+        self._last_save = time.monotonic()
+        if resume and out.exists() and out.stat().st_size > 0:
+            self._load_existing()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if self.format == "csv":
+            fresh = not self.done
+            self._handle = open(out, "w" if fresh else "a", newline="")  # noqa: SIM115 (closed in close())
+            self._csv = csv.writer(self._handle)
+            if fresh:
+                self._csv.writerow(SCORE_COLUMNS)
+                self._handle.flush()
+
+    def _load_existing(self) -> None:
+        if self.format == "csv":
+            with open(self.out, newline="") as handle:
+                reader = csv.DictReader(handle)
+                if tuple(reader.fieldnames or ()) != SCORE_COLUMNS:
+                    raise BatchInputError(f"{self.out} exists with other columns; choose another --out")
+                for row in reader:
+                    self._check_model(row.get("model_sha256", ""))
+                    self.done.add(row["path"])
+        else:
+            document = json.loads(self.out.read_text())
+            if not isinstance(document, dict) or not isinstance(document.get("scores"), list):
+                raise BatchInputError(
+                    f"{self.out} is not a scores file of this command; choose another --out"
+                )
+            for row in document["scores"]:
+                self._check_model(str(row.get("model_sha256", "")))
+                self.done.add(row["path"])
+            self._json_rows = document["scores"]
+
+    def _check_model(self, sha: str) -> None:
+        if sha != self.model_sha:
+            raise BatchInputError(
+                f"{self.out} holds scores of another model ({sha}, this one is {self.model_sha}); "
+                "choose another --out or pass --overwrite"
+            )
+
+    def write(self, keys: Sequence[str], probabilities: np.ndarray) -> None:
+        thresholds = self.card.thresholds
+        for key, row in zip(keys, probabilities, strict=True):
+            findings = [label for label, p in zip(LABELS, row, strict=True) if p >= thresholds[label]]
+            if self.format == "csv":
+                self._csv.writerow([key, *(f"{p:.6f}" for p in row), ";".join(findings), self.model_sha])
+            else:
+                self._json_rows.append(
+                    {
+                        "path": key,
+                        "probabilities": {
+                            label: round(float(p), 6) for label, p in zip(LABELS, row, strict=True)
+                        },
+                        "findings": findings,
+                        "model_sha256": self.model_sha,
+                    }
+                )
+            self.done.add(key)
+        if self.format == "csv":
+            self._handle.flush()
+        else:
+            self._dirty = True
+            if time.monotonic() - self._last_save >= self.checkpoint_seconds:
+                self._save_json()
+
+    def _save_json(self) -> None:
+        document = {
+            "model": {
+                "name": self.card.name,
+                "version": self.card.version,
+                "sha256": self.card.sha256,
+                "input_size": self.card.input_size,
+                "labels": list(LABELS),
+                "thresholds": self.card.thresholds,
+            },
+            "scores": self._json_rows,
+        }
+        temporary = self.out.with_name(self.out.name + ".tmp")
+        temporary.write_text(json.dumps(document, indent=1) + "\n")
+        os.replace(temporary, self.out)
+        self._dirty = False
+        self._last_save = time.monotonic()
+
+    def close(self) -> None:
+        if self.format == "csv":
+            self._handle.close()
+        elif self._dirty or not self.out.exists():
+            self._save_json()
+
+
+# --- The pipeline ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    already_done: int = 0
+    scored: int = 0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+
+def _load(scorer: OnnxScorer, item: Item) -> np.ndarray:
+    return scorer.preprocess(item.path.read_bytes())
+
+
+def _prepared(
+    scorer: OnnxScorer, items: Sequence[Item], pool: ThreadPoolExecutor, window: int
+) -> Iterator[tuple[Item, np.ndarray | BaseException]]:
+    """(item, tensor or the exception) in input order, at most `window` files in flight."""
+    pending: deque[tuple[Item, Future[np.ndarray]]] = deque()
+    iterator = iter(items)
+    for item in iterator:
+        pending.append((item, pool.submit(_load, scorer, item)))
+        if len(pending) >= window:
+            break
+    while pending:
+        item, future = pending.popleft()
+        next_item = next(iterator, None)
+        if next_item is not None:
+            pending.append((next_item, pool.submit(_load, scorer, next_item)))
+        try:
+            yield item, future.result()
+        except Exception as error:  # one bad file must not stop a run of thousands
+            yield item, error
+
+
+def score(
+    scorer: OnnxScorer,
+    items: Sequence[Item],
+    writer: ScoreWriter,
+    *,
+    batch_size: int = 16,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Summary:
+    from tqdm import tqdm
+
+    summary = Summary(total=len(items))
+    todo = [item for item in items if item.key not in writer.done]
+    summary.already_done = len(items) - len(todo)
+    workers = workers or max(1, os.cpu_count() or 1)
+    started = time.perf_counter()
+    keys: list[str] = []
+    tensors: list[np.ndarray] = []
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool,
+        tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True) as bar,
+    ):
+
+        def flush() -> None:
+            if keys:
+                writer.write(keys, scorer.predict(np.stack(tensors)))
+                summary.scored += len(keys)
+                bar.update(len(keys))
+                keys.clear()
+                tensors.clear()
+
+        for item, result in _prepared(scorer, todo, pool, window=max(2 * batch_size, 2 * workers)):
+            if isinstance(result, BaseException):
+                summary.failed.append((item.key, type(result).__name__, str(result)))
+                bar.update(1)
+                bar.set_postfix(failed=len(summary.failed), refresh=False)
+                continue
+            keys.append(item.key)
+            tensors.append(result)
+            if len(keys) >= batch_size:
+                flush()
+        flush()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def write_errors(path: Path, failed: Sequence[tuple[str, str, str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(ERROR_COLUMNS)
+        out.writerows(failed)
+
+
+# --- Command line ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.batch",
+        description="Score a folder or CSV of chest radiographs (PNG, JPEG, DICOM) with the exported model.",
+    )
+    parser.add_argument(
+        "source", type=Path, help="a folder (searched recursively) or a CSV with a path column"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="scores file: .csv or .json")
+    parser.add_argument("--errors", type=Path, help="unreadable files (default: OUT with suffix .errors.csv)")
+    parser.add_argument(
+        "--model-dir", type=Path, default=Path(os.environ.get("MODEL_DIR", DEFAULT_MODEL_DIR))
+    )
+    parser.add_argument("--onnx-dir", type=Path, default=Path(os.environ.get("ONNX_DIR", DEFAULT_ONNX_DIR)))
+    parser.add_argument("--path-column", help="CSV column holding the image paths")
+    parser.add_argument(
+        "--image-root", type=Path, help="base of relative CSV paths (default: the CSV's folder)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=0, help="decode threads (default: one per core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("ORT_INTRA_OP_THREADS", "0") or 0),
+        help="onnxruntime intra-op threads (default ORT_INTRA_OP_THREADS, else onnxruntime's choice)",
+    )
+    parser.add_argument("--int8", action="store_true", help="use the int8 model the export quantised")
+    parser.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming")
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0, help="JSON output: save period")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("--batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        items = list_inputs(args.source, path_column=args.path_column, image_root=args.image_root)
+        scorer = OnnxScorer(args.model_dir, args.onnx_dir, int8=args.int8, threads=args.threads)
+        writer = ScoreWriter(
+            args.out, scorer.card, resume=not args.overwrite, checkpoint_seconds=args.checkpoint_seconds
+        )
+    except (BatchInputError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = score(
+            scorer,
+            items,
+            writer,
+            batch_size=args.batch_size,
+            workers=args.workers or None,
+            progress=not args.no_progress,
+        )
+    finally:
+        writer.close()
+    errors_path = args.errors or errors_path_for(args.out)
+    if summary.failed or errors_path.exists():
+        write_errors(errors_path, summary.failed)
+    print(
+        f"{summary.scored} scored, {summary.already_done} already in {args.out}, "
+        f"{len(summary.failed)} unreadable"
+        + (f" (listed in {errors_path})" if summary.failed else "")
+        + f"; {summary.images_per_second:.1f} images/s with {scorer.onnx_path.name}",
+        file=sys.stderr,
+    )
+    if summary.total == 0:
+        print(f"error: no images found in {args.source}", file=sys.stderr)
+        return 1
+    return 1 if summary.failed and summary.scored == 0 and summary.already_done == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
