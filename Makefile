@@ -78,3 +78,26 @@ compose-check: install
 	@if env -u API_KEYS docker-compose -f docker-compose.yml config -q 2>/dev/null; then \
 		echo "docker-compose.yml must refuse to start without API_KEYS"; exit 1; fi
 	$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
+
+# Headless locust against a running service (make run): CSV + HTML in loadtest-results/, then
+# requests/s, p50/p95/p99 and failures printed. Fails when any request failed.
+LOADTEST_USERS ?= 4
+LOADTEST_SPAWN_RATE ?= 2
+LOADTEST_DURATION ?= 60s
+LOADTEST_HOST ?= http://127.0.0.1:$(API_PORT)
+LOADTEST_OUT ?= loadtest-results
+.PHONY: loadtest
+loadtest: install
+	mkdir -p $(LOADTEST_OUT)
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --only-summary \
+		--users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_SPAWN_RATE) --run-time $(LOADTEST_DURATION) \
+		--host $(LOADTEST_HOST) --csv $(LOADTEST_OUT)/loadtest --html $(LOADTEST_OUT)/loadtest.html \
+		--stop-timeout 30 --loglevel WARNING; status=$$?; \
+	$(PY) -m loadtest.summary $(LOADTEST_OUT)/loadtest && exit $$status
+
+# The benchmark: (a)-(d), memory and batch scoring with targets; JSON in bench-results/.
+# BENCH_ARGS="--sweep" also measures the API's serving settings and the micro-batching headroom.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install $(BUILD_DIR)/model.onnx
+	$(PY) -m bench --model-dir $(MODEL_DIR) --onnx-dir $(BUILD_DIR) $(BENCH_ARGS)

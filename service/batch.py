@@ -5,8 +5,8 @@
 * Inputs: every PNG/JPEG/DICOM under a folder (recursively), or the paths in a CSV column (`path`,
   `file`, `filename`, `image`, `Image` or `Image Index`; --path-column to choose), relative to
   --image-root (default: the CSV's folder). The format is recognised from the content.
-* The same preprocessing as the API (cxr.preprocessing) and the exported ONNX model on onnxruntime;
-  the model card and the export manifest are checked to belong together.
+* The API's model runtime (service.api.model_runtime: the exported ONNX model on onnxruntime, the
+  shared cxr preprocessing, the card/manifest/sha256 checks), without FastAPI.
 * Unreadable files are skipped and listed in a separate errors CSV (default: OUT with the suffix
   .errors.csv), with the reason; they are retried on the next run.
 * Resumable: files already in OUT are skipped, so an interrupted run continues where it stopped
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr.imaging import decode_image
 from cxr.labels import LABELS
-from cxr.model_card import ModelCard, load_model_card, sha256_file
-from cxr.onnx_manifest import ExportManifest, load_manifest
-from cxr.preprocessing import preprocess_bytes
+from cxr.model_card import ModelCard, sha256_file
+from cxr.onnx_manifest import INPUT_NAME, PROBABILITIES_OUTPUT, ExportManifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}  # DICOM files often have no suffix
 PATH_COLUMNS = ("path", "file", "filename", "image", "Image", "Image Index")
@@ -53,46 +53,50 @@ class BatchInputError(RuntimeError):
 
 
 class OnnxScorer:
-    """The exported model on onnxruntime, probabilities only (no FastAPI, no TensorFlow)."""
+    """The API's model runtime (service.api.model_runtime: no FastAPI, no TensorFlow) scoring batches.
+
+    Loading goes through `load_model_runtime`, so the batch command refuses exactly what the API
+    refuses (card and export that do not belong together, wrong sha256, a head that does not fit).
+    """
 
     def __init__(
         self, model_dir: str | Path, onnx_dir: str | Path, *, int8: bool = False, threads: int = 0
     ) -> None:
         import onnxruntime as ort
 
-        self.card: ModelCard = load_model_card(model_dir)
-        self.manifest: ExportManifest = load_manifest(onnx_dir)
-        if self.manifest.keras_sha256 != self.card.sha256:
-            raise BatchInputError(
-                f"{onnx_dir} was exported from weights {self.manifest.keras_sha256[:12]}, but the model card "
-                f"in {model_dir} describes {self.card.sha256[:12]}: export the model again (make export)"
-            )
+        from service.api.model_runtime import ModelLoadError, load_model_runtime, session_options
+        from service.api.settings import usable_cpus
+
+        threads = threads or usable_cpus()
+        try:
+            runtime = load_model_runtime(Path(model_dir), Path(onnx_dir), intra_op_threads=threads)
+        except ModelLoadError as error:
+            raise BatchInputError(str(error)) from None
+        self.card: ModelCard = runtime.card
+        self.manifest: ExportManifest = runtime.manifest
+        self.session = runtime.session
+        self.onnx_path = Path(onnx_dir) / self.manifest.onnx_file
         if int8:
-            if self.manifest.quantization is None:
-                raise BatchInputError(f"{onnx_dir} has no int8 model (the export did not quantise)")
             quantization = self.manifest.quantization
-            onnx_path, expected = Path(onnx_dir) / quantization.file, quantization.sha256
-        else:
-            onnx_path, expected = Path(onnx_dir) / self.manifest.onnx_file, self.manifest.onnx_sha256
-        if sha256_file(onnx_path) != expected:
-            raise BatchInputError(f"{onnx_path} does not match the sha256 in its manifest")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per physical core
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.onnx_path = onnx_path
-        self.size = self.card.input_size
-        self.mean = self.card.normalisation.mean
-        self.std = self.card.normalisation.std
+            if quantization is None:
+                raise BatchInputError(f"{onnx_dir} has no int8 model (the export did not quantise)")
+            self.onnx_path = Path(onnx_dir) / quantization.file
+            if sha256_file(self.onnx_path) != quantization.sha256:
+                raise BatchInputError(f"{self.onnx_path} does not match the sha256 in its manifest")
+            self.session = ort.InferenceSession(
+                str(self.onnx_path), session_options(threads, 1), providers=["CPUExecutionProvider"]
+            )
+        self._runtime = runtime
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        return preprocess_bytes(data, self.size, self.mean, self.std)
+        """Image file bytes -> model input: cxr.imaging decoding, then the API's preprocessing."""
+        return self._runtime.preprocess(decode_image(data).pixels)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(n, size, size, 3) float32 -> (n, 14) probabilities."""
-        (probabilities,) = self.session.run(["probabilities"], {self.input_name: batch})
+        """(n, size, size, 3) float32 -> (n, 14) probabilities (the feature map is not computed)."""
+        (probabilities,) = self.session.run(
+            [PROBABILITIES_OUTPUT], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        )
         return np.asarray(probabilities, dtype=np.float32)
 
 

@@ -1,0 +1,135 @@
+"""Closed-loop HTTP load with httpx + asyncio: N clients posting back to back for a duration."""
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def failures(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        if len(self.latencies_ms) == 1:
+            return self.latencies_ms[0]
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q) - 1]
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "concurrency": self.concurrency,
+            "seconds": round(self.seconds, 2),
+            "requests_ok": self.ok,
+            "failures": self.failures,
+            "errors": self.errors,
+            "throughput_rps": round(self.throughput, 3),
+            "p50_ms": _round(self.percentile(50)),
+            "p95_ms": _round(self.percentile(95)),
+            "p99_ms": _round(self.percentile(99)),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+async def _run(
+    url: str,
+    image: bytes,
+    filename: str,
+    *,
+    concurrency: int,
+    duration: float | None,
+    requests: int | None,
+    warmup: int,
+    headers: dict[str, str],
+    params: dict[str, str],
+) -> LoadResult:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120.0, limits=limits, headers=headers) as client:
+
+        async def once() -> tuple[float, str | None]:
+            started = time.perf_counter()
+            try:
+                response = await client.post(
+                    url, params=params, files={"file": (filename, image, "image/png")}
+                )
+                error = None if response.status_code == 200 else f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+            return (time.perf_counter() - started) * 1000.0, error
+
+        for _ in range(warmup):
+            await once()
+        result = LoadResult(concurrency, 0.0)
+        remaining = [requests] if requests is not None else None
+        started = time.perf_counter()
+        deadline = started + duration if duration is not None else None
+
+        async def client_loop() -> None:
+            while True:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                if remaining is not None:
+                    if remaining[0] <= 0:
+                        return
+                    remaining[0] -= 1
+                latency, error = await once()
+                if error is None:
+                    result.latencies_ms.append(latency)
+                else:
+                    result.errors[error] = result.errors.get(error, 0) + 1
+
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+def run_load(
+    url: str,
+    image: bytes,
+    filename: str = "image.png",
+    *,
+    concurrency: int = 1,
+    duration: float | None = None,
+    requests: int | None = None,
+    warmup: int = 2,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> LoadResult:
+    """POST `image` as multipart field `file` to `url` from `concurrency` clients, each sending its next
+    request when the previous answer arrives, for `duration` seconds or `requests` requests in all."""
+    if duration is None and requests is None:
+        raise ValueError("give a duration or a number of requests")
+    return asyncio.run(
+        _run(
+            url,
+            image,
+            filename,
+            concurrency=concurrency,
+            duration=duration,
+            requests=requests,
+            warmup=warmup,
+            headers=headers or {},
+            params=params or {},
+        )
+    )

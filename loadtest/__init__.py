@@ -1,0 +1,1 @@
+"""Load testing of the API with locust (make loadtest)."""
