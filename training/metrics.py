@@ -25,6 +25,30 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates, thresholds): one point per distinct score, from (0, 0).
+
+    The point at thresholds[i] counts `score >= thresholds[i]` as positive; the first threshold is
+    +inf (nothing positive). Raises ValueError when a class is absent (the curve is undefined).
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives, negatives = int(y_true.sum()), int((~y_true).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError("an ROC curve needs both positive and negative examples")
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores = scores[order]
+    # Tied scores are one decision: keep only the last position of each run of equal scores.
+    last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
+    true_positives = np.cumsum(y_true[order])[last_of_run]
+    false_positives = last_of_run + 1 - true_positives
+    return (
+        np.r_[0.0, false_positives / negatives],
+        np.r_[0.0, true_positives / positives],
+        np.r_[np.inf, sorted_scores[last_of_run]],
+    )
+
+
 def per_label_auroc(y_true: np.ndarray, scores: np.ndarray) -> list[float | None]:
     return [auroc(y_true[:, j], scores[:, j]) for j in range(y_true.shape[1])]
 
@@ -54,8 +78,12 @@ def bootstrap_auroc(
         column = samples[:, j][~np.isnan(samples[:, j])]
         if len(column):
             per_label[j] = np.percentile(column, [2.5, 97.5])
-    means = np.nanmean(samples, axis=1)
-    return per_label, np.percentile(means[~np.isnan(means)], [2.5, 97.5])
+    # Mean over the labels defined in each resample; a resample with none defined is dropped
+    # (np.nanmean would warn on it).
+    defined = (~np.isnan(samples)).sum(axis=1)
+    means = np.nansum(samples, axis=1)[defined > 0] / defined[defined > 0]
+    mean_bounds = np.percentile(means, [2.5, 97.5]) if len(means) else np.full(2, np.nan)
+    return per_label, mean_bounds
 
 
 def youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:

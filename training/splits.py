@@ -1,7 +1,7 @@
 """Patient-level train/validation/test splits and the leakage check."""
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def split_by_patient(
     return splits
 
 
-def check_no_leakage(splits: dict[str, Sequence[Record]]) -> None:
+def check_no_leakage(splits: Mapping[str, Sequence[Record]]) -> None:
     """Refuse splits that share a patient (or an image)."""
     owner: dict[str, str] = {}
     for split, records in splits.items():
