@@ -1,0 +1,301 @@
+"""`python -m training.evaluate`: score a trained model on its validation and test images.
+
+Reads the model folder (model.keras checked against model_card.json, splits.csv), predicts through
+the shared preprocessing, and writes report.md, report.json and figures; the card gets the
+validation and test metrics. Operating thresholds are the card's (chosen on validation during
+training): this step never chooses them on test.
+"""
+
+import argparse
+import csv
+import datetime
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxr.labels import LABELS
+from cxr.model_card import ModelCard, load_model_card, save_model_card, verify_weights
+from training.data import Record, labels_matrix, read_label_table, read_teacher
+from training.evaluation import split_metrics, thresholds_for
+from training.import_weights import UNEVALUATED_THRESHOLD_RULE
+from training.loss import class_weights
+from training.operating_point import any_finding, operating_points, threshold_sweep
+from training.plots import plot_class_balance, plot_roc_curves
+from training.reference import ReferenceComparison, compare_with_reference, read_published_aurocs
+from training.report import Report, write_report
+from training.splits import SPLITS, check_no_leakage
+
+log = logging.getLogger(__name__)
+SPLITS_FILE = "splits.csv"
+ROC_FIGURE = "roc_curves.png"
+BALANCE_FIGURE = "class_balance.png"
+SCORED_SPLITS = ("validation", "test")
+CHOSEN_THRESHOLD_RULE = (
+    "Youden's J (sensitivity + specificity - 1) maximised per label on the validation split "
+    "(chosen by training.evaluate: the weights were imported)"
+)
+
+
+class SplitsFileError(ValueError):
+    """splits.csv is missing, malformed, or names images the label table does not have."""
+
+
+@dataclass
+class EvaluateConfig:
+    model_dir: str
+    labels_csv: str
+    images_dir: str | None = None
+    reference_csv: str | None = None
+    reference_aucs: str | None = None
+    out_dir: str | None = None  # default: the model folder
+    bootstrap: int = 1000
+    split: str = "test"  # the split of the operating-point tables, sweep, ROC figure and comparison
+    seed: int = 0
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class ScoredSplit:
+    name: str
+    images: list[str]
+    labels: np.ndarray  # (n, 14)
+    probabilities: np.ndarray  # (n, 14)
+
+
+def read_splits(path: Path, records: Sequence[Record]) -> dict[str, list[Record]]:
+    """The records of each split named in splits.csv (Image, PatientId, split), leakage-checked."""
+    if not path.is_file():
+        raise SplitsFileError(f"{path}: not found (the training run writes it beside model.keras)")
+    by_image = {record.image: record for record in records}
+    splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"Image", "PatientId", "split"} <= set(reader.fieldnames):
+            raise SplitsFileError(f"{path}: expected the columns Image, PatientId, split")
+        for line, row in enumerate(reader, start=2):
+            image, split = row["Image"], row["split"]
+            if split not in splits:
+                raise SplitsFileError(
+                    f"{path}, row {line}: unknown split {split!r} (expected one of {SPLITS})"
+                )
+            if image not in by_image:
+                raise SplitsFileError(f"{path}, row {line}: image {image} is not in the label table")
+            record = by_image[image]
+            if record.patient_id != row["PatientId"]:
+                raise SplitsFileError(
+                    f"{path}, row {line}: {image} belongs to patient {record.patient_id} in the label table, "
+                    f"not {row['PatientId']}"
+                )
+            splits[split].append(record)
+    check_no_leakage(splits)
+    return splits
+
+
+def class_balance(train_labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per label: positive/negative frequencies of the training split and the loss weights from them."""
+    w_pos, w_neg = class_weights(train_labels)
+    freq_pos = train_labels.mean(axis=0)
+    return {
+        label: {
+            "freq_pos": float(freq_pos[j]),
+            "freq_neg": float(1.0 - freq_pos[j]),
+            "w_pos": float(w_pos[j]),
+            "w_neg": float(w_neg[j]),
+        }
+        for j, label in enumerate(LABELS)
+    }
+
+
+def predict(
+    model_dir: Path, card: ModelCard, splits: dict[str, list[Record]], batch_size: int
+) -> dict[str, ScoredSplit]:
+    """Probabilities for the validation and test records, through the training input path."""
+    import keras  # TensorFlow loads only once the inputs are known to be good
+
+    from training.dataset import load_images, model_inputs
+
+    model = keras.models.load_model(verify_weights(card, model_dir), compile=False)
+    scored = {}
+    for name in SCORED_SPLITS:
+        records = splits[name]
+        inputs = model_inputs(load_images(records, card.input_size), card.normalisation)
+        probabilities = model.predict(inputs, batch_size=batch_size, verbose=0)
+        scored[name] = ScoredSplit(
+            name,
+            [r.image for r in records],
+            labels_matrix(records),
+            np.asarray(probabilities, dtype=np.float64),
+        )
+        log.info("%s: %d images predicted", name, len(records))
+    return scored
+
+
+def _comparison_dict(comparison: ReferenceComparison) -> dict:
+    return {
+        "split": comparison.split,
+        "n_split": comparison.n_split,
+        "n_common": comparison.n_common,
+        "missing": comparison.missing,
+        "ours": comparison.ours.model_dump(mode="json"),
+        "reference": comparison.reference.model_dump(mode="json"),
+        "published": comparison.published,
+    }
+
+
+def evaluate(config: EvaluateConfig) -> Report:
+    model_dir = Path(config.model_dir)
+    out_dir = Path(config.out_dir or model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    card = load_model_card(model_dir)
+    verify_weights(card, model_dir)  # fail before the slow part
+    records = read_label_table(config.labels_csv, config.images_dir)
+    splits = read_splits(model_dir / SPLITS_FILE, records)
+    for name in SCORED_SPLITS:
+        if not splits[name]:
+            raise SplitsFileError(f"{model_dir / SPLITS_FILE}: the {name} split is empty")
+    scored = predict(model_dir, card, splits, config.batch_size)
+    if card.threshold_rule == UNEVALUATED_THRESHOLD_RULE:
+        # Imported weights come with placeholder thresholds; choose them as training does, on validation.
+        validation = scored["validation"]
+        card = card.model_copy(
+            update={
+                "thresholds": thresholds_for(validation.labels, validation.probabilities),
+                "threshold_rule": CHOSEN_THRESHOLD_RULE,
+            }
+        )
+        log.info("thresholds chosen on the validation split (the card had placeholders)")
+
+    metrics = {
+        name: split_metrics(name, s.labels, s.probabilities, config.bootstrap, config.seed)
+        for name, s in scored.items()
+    }
+    focus = scored[config.split]
+    comparison, reference_curves = None, None
+    if config.reference_csv:
+        reference = read_teacher(config.reference_csv)
+        published = read_published_aurocs(config.reference_aucs) if config.reference_aucs else {}
+        comparison = compare_with_reference(
+            focus.name,
+            focus.images,
+            focus.labels,
+            focus.probabilities,
+            reference,
+            published,
+            config.bootstrap,
+            config.seed,
+        )
+        common = [i for i, image in enumerate(focus.images) if image in reference]
+        reference_curves = (focus.labels[common], np.stack([reference[focus.images[i]] for i in common]))
+    plot_roc_curves(
+        out_dir / ROC_FIGURE,
+        focus.labels,
+        focus.probabilities,
+        f"{card.name} {card.version}: ROC curves on the {focus.name} split (n = {len(focus.images)})",
+        reference_curves,
+    )
+    balance = None
+    if splits["train"]:
+        per_label = class_balance(labels_matrix(splits["train"]))
+        balance = {"n_train": len(splits["train"]), "per_label": per_label}
+        plot_class_balance(
+            out_dir / BALANCE_FIGURE,
+            per_label,
+            f"Training split (n = {len(splits['train'])}): positive vs negative share per label",
+        )
+
+    report: Report = {
+        "date": datetime.date.today().isoformat(),
+        "model": {
+            "name": card.name,
+            "version": card.version,
+            "weights_file": card.weights_file,
+            "sha256": card.sha256,
+            "input_size": card.input_size,
+            "threshold_rule": card.threshold_rule,
+            "split_rule": card.training.split_rule,
+        },
+        "data": {
+            "labels_csv": str(config.labels_csv),
+            "n_images": {name: len(part) for name, part in splits.items()},
+        },
+        "bootstrap_rounds": config.bootstrap,
+        "seed": config.seed,
+        "metrics": {name: m.model_dump(mode="json") for name, m in metrics.items()},
+        "operating_split": focus.name,
+        "operating_points": operating_points(focus.labels, focus.probabilities, card.thresholds),
+        "any_finding": any_finding(focus.labels, focus.probabilities, card.thresholds),
+        "threshold_sweep": threshold_sweep(focus.labels, focus.probabilities),
+        "class_balance": balance,
+        "reference": _comparison_dict(comparison) if comparison else None,
+        "figures": {"roc_curves": ROC_FIGURE, "class_balance": BALANCE_FIGURE if balance else None},
+    }
+    write_report(report, out_dir)
+
+    kept = [entry for entry in card.metrics if entry.split not in metrics]
+    save_model_card(card.model_copy(update={"metrics": [*kept, *metrics.values()]}), model_dir)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model-dir", required=True, help="model.keras, model_card.json, splits.csv")
+    parser.add_argument("--labels-csv", required=True, help="the label table the model was trained from")
+    parser.add_argument("--images-dir", help="image folder (default: beside the CSV, incl. images_*/images/)")
+    parser.add_argument("--reference-csv", help="reference probabilities (Image Index, prob_<label>)")
+    parser.add_argument("--reference-aucs", help="the reference's published AUROC per label (label,auc)")
+    parser.add_argument(
+        "--out", help="folder for report.md, report.json and figures (default: the model folder)"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=EvaluateConfig.bootstrap,
+        help="bootstrap resamples for the 95%% intervals (0: none)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=SCORED_SPLITS,
+        default=EvaluateConfig.split,
+        help="split of the operating points, sweep, ROC curves and reference comparison",
+    )
+    parser.add_argument("--seed", type=int, default=EvaluateConfig.seed, help="bootstrap seed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.reference_aucs and not args.reference_csv:
+        build_parser().error("--reference-aucs needs --reference-csv (the comparison is on the same images)")
+    config = EvaluateConfig(
+        model_dir=args.model_dir,
+        labels_csv=args.labels_csv,
+        images_dir=args.images_dir,
+        reference_csv=args.reference_csv,
+        reference_aucs=args.reference_aucs,
+        out_dir=args.out,
+        bootstrap=args.bootstrap,
+        split=args.split,
+        seed=args.seed,
+    )
+    report = evaluate(config)
+    out_dir = Path(config.out_dir or config.model_dir)
+    for name, metrics in report["metrics"].items():
+        mean = metrics["mean_auroc"]
+        print(
+            f"{name}: mean AUROC {'n/a' if mean is None else f'{mean:.3f}'} on {metrics['n_images']} images"
+        )
+    print(f"report: {out_dir / 'report.md'}; card updated: {Path(config.model_dir) / 'model_card.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
