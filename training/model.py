@@ -11,9 +11,13 @@ LAST_CONV_LAYER = "relu"  # DenseNet121's final BN-ReLU: the last feature map be
 HEAD_LAYER = "predictions"
 
 
+class CourseWeightsError(ValueError):
+    """A weights file that is not the course model's layout."""
+
+
 def build_model(input_size: int, weights: str | None = None, labels: tuple[str, ...] = LABELS) -> keras.Model:
     """DenseNet121 backbone (random, "imagenet" or a backbone weights file) with a 14-way sigmoid head."""
-    if weights not in (None, "imagenet") and not Path(weights).is_file():
+    if weights is not None and weights != "imagenet" and not Path(weights).is_file():
         raise FileNotFoundError(f"backbone weights file {weights} not found")
     backbone = keras.applications.DenseNet121(
         include_top=False, weights=weights, input_shape=(input_size, input_size, 3)
@@ -30,7 +34,11 @@ def import_course_weights(weights_file: str | Path, input_size: int) -> keras.Mo
     import is a permutation of the head's kernel columns and bias.
     """
     course_model = build_model(input_size, labels=COURSE_LABELS)
-    course_model.load_weights(str(weights_file))
+    try:
+        # A legacy .h5 file loads topologically: layer by layer in order, whatever the layer names.
+        course_model.load_weights(str(weights_file))
+    except ValueError as error:
+        raise CourseWeightsError(f"{weights_file} does not fit the course model: {error}") from None
     model = build_model(input_size)
     model.set_weights(course_model.get_weights())
     kernel, bias = course_model.get_layer(HEAD_LAYER).get_weights()
