@@ -20,6 +20,10 @@
 # with registry access should append "@sha256:..." to the FROM line below.
 # No secrets are baked in: API keys come from the environment at run time (API_KEYS).
 
+# The model to package: a directory holding model.keras, model_card.json and splits.csv. Declared
+# before the first FROM so each stage that repeats `ARG MODEL_DIR` gets this default.
+ARG MODEL_DIR=models/chexnet-densenet121
+
 FROM python:3.11.13-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -27,8 +31,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app
 WORKDIR /app
-# The model to package: a directory holding model.keras and model_card.json.
-ARG MODEL_DIR=models/chexnet-densenet121
 
 # ---------------------------------------------------------------------------------------------
 FROM base AS export
