@@ -1,0 +1,85 @@
+"""Assemble the API: state, middleware, error handlers, routers. Nothing else happens here."""
+
+from collections.abc import Callable
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from service.api.auth import require_api_key
+from service.api.lifecycle import ModelLoader, load_from_settings, make_lifespan
+from service.api.limits import BodyLimitMiddleware
+from service.api.openapi_docs import install_openapi
+from service.api.problems import install_problem_handlers, internal_error_answer
+from service.api.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
+from service.api.routes import health, metrics, model, page, predict
+from service.api.security_headers import SecurityHeadersMiddleware
+from service.api.settings import Settings, get_settings
+from service.api.state import ServiceState
+
+DESCRIPTION = """\
+Chest X-ray classification (14 ChestX-ray14 findings) with DenseNet121 served by onnxruntime,
+and Grad-CAM heatmaps from a TensorFlow sidecar (class activation maps computed here when it is
+unavailable).
+
+**Not a medical device**: an aid for research and triage, not a diagnosis.
+
+Authentication: when the server has API keys, `/v1/*` needs `X-API-Key: <key>` or
+`Authorization: Bearer <key>`. Errors are `application/problem+json`
+(`type`, `title`, `status`, `detail`, `request_id`). Every response has an `X-Request-ID` header.
+"""
+TAGS = [
+    {"name": "prediction", "description": "Classify a radiograph."},
+    {"name": "model", "description": "What model is served."},
+    {"name": "operations", "description": "Health, readiness and metrics."},
+]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    loader: ModelLoader = load_from_settings,
+    on_load_failure: Callable[[], None] | None = None,
+) -> FastAPI:
+    settings = settings if settings is not None else get_settings()
+    state = ServiceState.create(settings)
+    middleware = [
+        Middleware(RequestContextMiddleware, metrics=state.metrics, error_answer=internal_error_answer),
+        Middleware(SecurityHeadersMiddleware),
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-API-Key", REQUEST_ID_HEADER],
+                expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes))
+    app = FastAPI(
+        title="Chest X-ray diagnosis API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=make_lifespan(loader, on_load_failure),
+        middleware=middleware,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.service = state
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_problem_handlers(app)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    v1.include_router(predict.router)
+    v1.include_router(model.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC_DIR, check_dir=False), name="static")
+    install_openapi(app)
+    return app

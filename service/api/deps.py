@@ -1,0 +1,49 @@
+"""Dependencies of the routes, as Annotated aliases."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.api.admission import Admission
+from service.api.metrics import Metrics
+from service.api.model_runtime import ModelRuntime
+from service.api.problems import not_ready
+from service.api.settings import Settings, get_settings
+from service.api.state import ServiceState
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_runtime(state: StateDep) -> ModelRuntime:
+    """The loaded model, or 503 + Retry-After while it loads."""
+    if state.runtime is None:
+        state.metrics.rejected.labels("not_ready").inc()
+        raise not_ready(
+            "the model is still loading" if state.load_error is None else "the model failed to load"
+        )
+    return state.runtime
+
+
+RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
+
+
+def get_metrics(state: StateDep) -> Metrics:
+    return state.metrics
+
+
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def get_admission(state: StateDep) -> Admission:
+    return state.admission
+
+
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
