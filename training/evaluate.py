@@ -8,7 +8,6 @@ training): this step never chooses them on test.
 
 import argparse
 import csv
-import datetime
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,10 +22,9 @@ from training.data import Record, labels_matrix, read_label_table, read_teacher
 from training.evaluation import split_metrics, thresholds_for
 from training.import_weights import UNEVALUATED_THRESHOLD_RULE
 from training.loss import class_weights
-from training.operating_point import any_finding, operating_points, threshold_sweep
 from training.plots import plot_class_balance, plot_roc_curves
-from training.reference import ReferenceComparison, compare_with_reference, read_published_aurocs
-from training.report import Report, write_report
+from training.reference import compare_with_reference, read_published_aurocs
+from training.report import Report, build_report, write_report
 from training.splits import SPLITS, check_no_leakage
 
 log = logging.getLogger(__name__)
@@ -134,18 +132,6 @@ def predict(
     return scored
 
 
-def _comparison_dict(comparison: ReferenceComparison) -> dict:
-    return {
-        "split": comparison.split,
-        "n_split": comparison.n_split,
-        "n_common": comparison.n_common,
-        "missing": comparison.missing,
-        "ours": comparison.ours.model_dump(mode="json"),
-        "reference": comparison.reference.model_dump(mode="json"),
-        "published": comparison.published,
-    }
-
-
 def evaluate(config: EvaluateConfig) -> Report:
     model_dir = Path(config.model_dir)
     out_dir = Path(config.out_dir or model_dir)
@@ -207,32 +193,20 @@ def evaluate(config: EvaluateConfig) -> Report:
             f"Training split (n = {len(splits['train'])}): positive vs negative share per label",
         )
 
-    report: Report = {
-        "date": datetime.date.today().isoformat(),
-        "model": {
-            "name": card.name,
-            "version": card.version,
-            "weights_file": card.weights_file,
-            "sha256": card.sha256,
-            "input_size": card.input_size,
-            "threshold_rule": card.threshold_rule,
-            "split_rule": card.training.split_rule,
-        },
-        "data": {
-            "labels_csv": str(config.labels_csv),
-            "n_images": {name: len(part) for name, part in splits.items()},
-        },
-        "bootstrap_rounds": config.bootstrap,
-        "seed": config.seed,
-        "metrics": {name: m.model_dump(mode="json") for name, m in metrics.items()},
-        "operating_split": focus.name,
-        "operating_points": operating_points(focus.labels, focus.probabilities, card.thresholds),
-        "any_finding": any_finding(focus.labels, focus.probabilities, card.thresholds),
-        "threshold_sweep": threshold_sweep(focus.labels, focus.probabilities),
-        "class_balance": balance,
-        "reference": _comparison_dict(comparison) if comparison else None,
-        "figures": {"roc_curves": ROC_FIGURE, "class_balance": BALANCE_FIGURE if balance else None},
-    }
+    report = build_report(
+        card,
+        str(config.labels_csv),
+        {name: len(part) for name, part in splits.items()},
+        metrics,
+        focus.name,
+        focus.labels,
+        focus.probabilities,
+        comparison,
+        balance,
+        config.bootstrap,
+        config.seed,
+        {"roc_curves": ROC_FIGURE, "class_balance": BALANCE_FIGURE if balance else None},
+    )
     write_report(report, out_dir)
 
     kept = [entry for entry in card.metrics if entry.split not in metrics]

@@ -3,18 +3,77 @@
 The Markdown is rendered from the dict alone, so report.md can always be rebuilt from report.json.
 """
 
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cxr.labels import LABELS
+from cxr.model_card import ModelCard, SplitMetrics
+from training.operating_point import any_finding, operating_points, threshold_sweep
+from training.reference import ReferenceComparison
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 MISSING = "n/a"  # shown for an undefined value (a label with one class only, no predicted positives, ...)
 
 Report = dict[str, Any]
+
+
+def build_report(
+    card: ModelCard,
+    labels_csv: str,
+    n_images: Mapping[str, int],
+    metrics: Mapping[str, SplitMetrics],
+    split: str,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    comparison: ReferenceComparison | None,
+    class_balance: Mapping[str, Any] | None,
+    bootstrap_rounds: int,
+    seed: int,
+    figures: Mapping[str, str | None],
+) -> Report:
+    """Everything the report says; `labels` and `probabilities` are those of `split`, judged at the
+    card's thresholds (never re-chosen here)."""
+    return {
+        "date": datetime.date.today().isoformat(),
+        "model": {
+            "name": card.name,
+            "version": card.version,
+            "weights_file": card.weights_file,
+            "sha256": card.sha256,
+            "input_size": card.input_size,
+            "threshold_rule": card.threshold_rule,
+            "split_rule": card.training.split_rule,
+        },
+        "data": {"labels_csv": labels_csv, "n_images": dict(n_images)},
+        "bootstrap_rounds": bootstrap_rounds,
+        "seed": seed,
+        "metrics": {name: entry.model_dump(mode="json") for name, entry in metrics.items()},
+        "operating_split": split,
+        "operating_points": operating_points(labels, probabilities, card.thresholds),
+        "any_finding": any_finding(labels, probabilities, card.thresholds),
+        "threshold_sweep": threshold_sweep(labels, probabilities),
+        "class_balance": dict(class_balance) if class_balance is not None else None,
+        "reference": _comparison(comparison) if comparison is not None else None,
+        "figures": dict(figures),
+    }
+
+
+def _comparison(comparison: ReferenceComparison) -> dict[str, Any]:
+    return {
+        "split": comparison.split,
+        "n_split": comparison.n_split,
+        "n_common": comparison.n_common,
+        "missing": comparison.missing,
+        "ours": comparison.ours.model_dump(mode="json"),
+        "reference": comparison.reference.model_dump(mode="json"),
+        "published": comparison.published,
+    }
 
 
 def _number(value: float | None, digits: int = 3) -> str:
