@@ -1,0 +1,104 @@
+"""Evaluation maths against scikit-learn, on random data with ties."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+from training.metrics import (
+    auroc,
+    bootstrap_auroc,
+    confusion,
+    mean_auroc,
+    per_label_auroc,
+    roc_curve,
+    youden_threshold,
+)
+
+
+def tied_data(seed: int, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores on a coarse grid (many ties), loosely related to the labels."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.random(n) < 0.3
+    scores = np.round(np.clip(0.2 * y_true + rng.normal(0.4, 0.2, n), 0, 1), 1)
+    return y_true.astype(np.float32), scores
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_matches_sklearn_with_ties(seed: int) -> None:
+    y_true, scores = tied_data(seed)
+    assert len(np.unique(scores)) < len(scores) / 10  # ties are exercised
+    assert auroc(y_true, scores) == pytest.approx(roc_auc_score(y_true, scores), abs=1e-12)
+
+
+def test_auroc_of_constant_scores_is_one_half() -> None:
+    assert auroc(np.array([0, 1, 0, 1]), np.full(4, 0.3)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("y_true", [np.zeros(5), np.ones(5)])
+def test_auroc_is_undefined_with_one_class(y_true: np.ndarray) -> None:
+    assert auroc(y_true, np.linspace(0, 1, 5)) is None
+
+
+def test_mean_auroc_skips_undefined_labels() -> None:
+    y_true = np.array([[0, 0], [1, 0], [0, 0], [1, 0]], dtype=np.float32)
+    scores = np.array([[0.1, 0.5], [0.9, 0.5], [0.2, 0.5], [0.8, 0.5]])
+    assert per_label_auroc(y_true, scores) == [1.0, None]
+    assert mean_auroc(y_true, scores) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_roc_curve_matches_sklearn(seed: int) -> None:
+    y_true, scores = tied_data(seed)
+    fpr, tpr, thresholds = roc_curve(y_true, scores)
+    expected_fpr, expected_tpr, expected_thresholds = sklearn_roc_curve(
+        y_true, scores, drop_intermediate=False
+    )
+    np.testing.assert_allclose(fpr, expected_fpr)
+    np.testing.assert_allclose(tpr, expected_tpr)
+    np.testing.assert_allclose(thresholds[1:], expected_thresholds[1:])
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(y_true, scores))
+
+
+def test_bootstrap_interval_contains_the_point_estimate() -> None:
+    rng = np.random.default_rng(0)
+    y_true = (rng.random((150, 14)) < 0.3).astype(np.float32)
+    scores = np.clip(0.3 * y_true + rng.normal(0.4, 0.2, y_true.shape), 0, 1)
+    per_label, mean_bounds = bootstrap_auroc(y_true, scores, rounds=200, seed=1)
+    point = per_label_auroc(y_true, scores)
+    for j, value in enumerate(point):
+        assert per_label[j, 0] <= value <= per_label[j, 1]
+    assert mean_bounds[0] <= mean_auroc(y_true, scores) <= mean_bounds[1]  # type: ignore[operator]
+    assert (per_label[:, 1] - per_label[:, 0] < 0.35).all()  # 150 images: intervals are informative
+
+
+def test_bootstrap_is_deterministic_per_seed_and_tolerates_one_class_labels() -> None:
+    y_true = np.array([[1, 0], [0, 0], [1, 0], [0, 0], [1, 0], [0, 0]], dtype=np.float32)
+    scores = np.array([[0.9, 0.1], [0.2, 0.2], [0.7, 0.3], [0.4, 0.4], [0.6, 0.5], [0.1, 0.6]])
+    first, first_mean = bootstrap_auroc(y_true, scores, rounds=50, seed=3)
+    second, second_mean = bootstrap_auroc(y_true, scores, rounds=50, seed=3)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first_mean, second_mean)
+    assert np.isnan(first[1]).all()  # the second label has no positive: no interval
+
+
+def test_youden_threshold_separates_a_separable_case() -> None:
+    y_true = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    threshold = youden_threshold(y_true, scores)
+    assert threshold == pytest.approx(0.7)  # the lowest positive score: p >= threshold is a finding
+    counts = confusion(y_true, scores, threshold)
+    assert (counts["tp"], counts["fp"], counts["fn"], counts["tn"]) == (3, 0, 0, 3)
+
+
+@pytest.mark.parametrize("y_true", [np.zeros(4), np.ones(4)])
+def test_youden_threshold_is_one_half_with_one_class(y_true: np.ndarray) -> None:
+    assert youden_threshold(y_true, np.array([0.1, 0.4, 0.6, 0.9])) == 0.5
+
+
+def test_confusion_counts_and_rates() -> None:
+    counts = confusion(np.array([1, 1, 0, 0, 1]), np.array([0.9, 0.4, 0.6, 0.1, 0.5]), 0.5)
+    assert (counts["tp"], counts["fp"], counts["fn"], counts["tn"]) == (2, 1, 1, 1)
+    assert counts["precision"] == pytest.approx(2 / 3)
+    assert counts["recall"] == pytest.approx(2 / 3)
+    assert counts["accuracy"] == pytest.approx(3 / 5)
