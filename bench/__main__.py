@@ -143,10 +143,16 @@ def batch_scoring(
 
         out = Path(tmp) / "scores.csv"
         started = time.perf_counter()
-        code = batch.main(
-            [str(folder), "--out", str(out), "--model-dir", str(model_dir), "--onnx-dir", str(onnx_dir)]
-            + ["--threads", str(threads), "--no-progress"]  # noqa: RUF005
-        )
+        arguments = [
+            str(folder),
+            "--out",
+            str(out),
+            "--model-dir",
+            str(model_dir),
+            "--onnx-dir",
+            str(onnx_dir),
+        ]
+        code = batch.main([*arguments, "--threads", str(threads), "--no-progress"])
         tool_seconds = time.perf_counter() - started
         if code != 0:
             raise RuntimeError(f"service.batch exited with {code}")
@@ -163,7 +169,7 @@ def batch_scoring(
 # --- Services ----------------------------------------------------------------------------------------
 
 
-def start_sidecar(model_dir: Path, log_dir: Path) -> Service:
+def start_sidecar(model_dir: Path, log_dir: Path, timeout: float) -> Service:
     port = free_port()
     return start(
         "sidecar",
@@ -171,6 +177,7 @@ def start_sidecar(model_dir: Path, log_dir: Path) -> Service:
         {"GRADCAM_HOST": "127.0.0.1", "GRADCAM_PORT": str(port), "MODEL_DIR": str(model_dir)},
         f"http://127.0.0.1:{port}",
         log_dir,
+        timeout=timeout,
     )
 
 
@@ -191,7 +198,7 @@ def start_api(
     return start("api", ["-m", "service.api"], env, f"http://127.0.0.1:{port}", log_dir)
 
 
-def start_baseline(model_dir: Path, log_dir: Path) -> Service:
+def start_baseline(model_dir: Path, log_dir: Path, timeout: float) -> Service:
     port = free_port()
     return start(
         "baseline",
@@ -199,6 +206,7 @@ def start_baseline(model_dir: Path, log_dir: Path) -> Service:
         {},
         f"http://127.0.0.1:{port}",
         log_dir,
+        timeout=timeout,
     )
 
 
@@ -265,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-baseline", action="store_true", help="no naive Keras baseline (no TensorFlow)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    parser.add_argument(
+        "--start-timeout", type=float, default=600.0, help="seconds a server may take to start"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is not met")
     args = parser.parse_args(argv)
 
@@ -297,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     services: list[Service] = []
     try:
         print("starting sidecar and API ...", flush=True)
-        sidecar = start_sidecar(args.model_dir, log_dir)
+        sidecar = start_sidecar(args.model_dir, log_dir, args.start_timeout)
         services.append(sidecar)
         api = start_api(args.model_dir, args.onnx_dir, sidecar.url, log_dir)
         services.append(api)
@@ -361,14 +372,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_baseline:
         print(f"(a) naive Keras baseline at concurrency {args.concurrency} ...", flush=True)
-        baseline = start_baseline(args.model_dir, log_dir)
         try:
-            with RssSampler(baseline) as baseline_rss:
-                naive = load(baseline, image, concurrency=args.concurrency, duration=args.duration)
-            results["baseline_throughput"] = naive.summary()
-            results["baseline_rss_mb_peak"] = round(baseline_rss.peak_mb or 0, 1)
-        finally:
-            baseline.stop()
+            baseline = start_baseline(args.model_dir, log_dir, args.start_timeout)
+        except RuntimeError as error:  # reported as "not measured", the other figures still count
+            print(f"  ! {error}", file=sys.stderr)
+            results["baseline_error"] = str(error).splitlines()[0]
+        else:
+            try:
+                with RssSampler(baseline) as baseline_rss:
+                    naive = load(baseline, image, concurrency=args.concurrency, duration=args.duration)
+                results["baseline_throughput"] = naive.summary()
+                results["baseline_rss_mb_peak"] = round(baseline_rss.peak_mb or 0, 1)
+            finally:
+                baseline.stop()
 
     print("(d) int8 vs fp32 ...", flush=True)
     results["int8"] = int8_comparison(args.model_dir, args.onnx_dir, image, threads, args.requests)
