@@ -6,11 +6,12 @@ with a precise status instead of crashing.
 """
 
 import io
-import warnings
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # Pillow's own bomb check only warns below twice its limit; the project checks the header itself.
 Image.MAX_IMAGE_PIXELS = None
@@ -49,6 +50,9 @@ class DecodedImage:
     chroma: float  # mean |colour - grey| in [0, 1] before conversion; 0 for greyscale sources
     bit_depth: int
 
+
+# What Pillow raises on damaged files (UnidentifiedImageError and truncation are OSErrors).
+_MALFORMED = (OSError, SyntaxError, ValueError, TypeError, LookupError, EOFError, struct.error, zlib.error)
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -114,16 +118,15 @@ def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
 
 def _decode_raster(data: bytes, source_format: str, max_pixels: int) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[source_format.upper()])
-            check_pixel_count(image.width, image.height, max_pixels)
-            image.load()
+        image = Image.open(io.BytesIO(data), formats=[source_format.upper()])  # reads the header only
+        check_pixel_count(image.width, image.height, max_pixels)
+        check_shape((image.height, image.width))
+        image.load()
+        return _to_grey(image, source_format)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+    except _MALFORMED as error:
         raise CorruptImageError(f"the {source_format.upper()} data cannot be decoded: {error}") from None
-    return _to_grey(image, source_format)
 
 
 def _to_grey(image: Image.Image, source_format: str) -> DecodedImage:
