@@ -33,7 +33,7 @@ lock:
 	$(UV) pip compile --quiet $(IMAGE_LOCK_FLAGS) --extra sidecar -c requirements.lock pyproject.toml -o requirements-gradcam.lock
 	$(UV) pip compile --quiet $(IMAGE_LOCK_FLAGS) --extra train -c requirements.lock pyproject.toml -o requirements-export.lock
 
-$(BUILD_DIR)/model.onnx: install $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json
+$(BUILD_DIR)/model.onnx: $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json | install
 	$(PY) -m export --model-dir $(MODEL_DIR) --out $(BUILD_DIR)
 
 export: $(BUILD_DIR)/model.onnx
