@@ -14,6 +14,7 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    field_counts: dict[str, int] = field(default_factory=dict)  # values of `count_field` in the answers
 
     @property
     def ok(self) -> int:
@@ -45,6 +46,7 @@ class LoadResult:
             "p50_ms": _round(self.percentile(50)),
             "p95_ms": _round(self.percentile(95)),
             "p99_ms": _round(self.percentile(99)),
+            **({"field_counts": self.field_counts} if self.field_counts else {}),
         }
 
 
@@ -63,9 +65,11 @@ async def _run(
     warmup: int,
     headers: dict[str, str],
     params: dict[str, str],
+    count_field: str | None,
 ) -> LoadResult:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120.0, limits=limits, headers=headers) as client:
+        counts: dict[str, int] = {}
 
         async def once() -> tuple[float, str | None]:
             started = time.perf_counter()
@@ -76,11 +80,16 @@ async def _run(
                 error = None if response.status_code == 200 else f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
-            return (time.perf_counter() - started) * 1000.0, error
+            elapsed = (time.perf_counter() - started) * 1000.0
+            if error is None and count_field is not None:
+                value = str(response.json().get(count_field))
+                counts[value] = counts.get(value, 0) + 1
+            return elapsed, error
 
         for _ in range(warmup):
             await once()
-        result = LoadResult(concurrency, 0.0)
+        counts.clear()
+        result = LoadResult(concurrency, 0.0, field_counts=counts)
         remaining = [requests] if requests is not None else None
         started = time.perf_counter()
         deadline = started + duration if duration is not None else None
@@ -115,6 +124,7 @@ def run_load(
     warmup: int = 2,
     headers: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
+    count_field: str | None = None,
 ) -> LoadResult:
     """POST `image` as multipart field `file` to `url` from `concurrency` clients, each sending its next
     request when the previous answer arrives, for `duration` seconds or `requests` requests in all."""
@@ -131,5 +141,6 @@ def run_load(
             warmup=warmup,
             headers=headers or {},
             params=params or {},
+            count_field=count_field,
         )
     )

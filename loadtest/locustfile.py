@@ -17,9 +17,10 @@ for); anything else counts as a failure, including 429/503 refusals by a full qu
 
 import itertools
 import os
+from collections import Counter
 from pathlib import Path
 
-from locust import HttpUser, constant
+from locust import HttpUser, constant, events
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,7 @@ WEIGHT_HEATMAPS = int(os.environ.get("LOADTEST_WEIGHT_HEATMAPS", "1"))
 HEATMAPS = os.environ.get("LOADTEST_HEATMAPS", "top:3")
 API_KEY = os.environ.get("LOADTEST_API_KEY", "")
 AUTH_HEADER = os.environ.get("LOADTEST_AUTH_HEADER", "X-API-Key")
+HEATMAP_ENGINES: Counter[str] = Counter()
 
 
 def _content_type(name: str) -> str:
@@ -90,25 +92,22 @@ class RadiologyClient(HttpUser):
     }
 
 
-def _find_probabilities(body: object) -> dict[str, object] | None:
-    """The label -> probability mapping, wherever the answer nests it."""
-    if isinstance(body, dict):
-        for key in ("probabilities", "predictions", "findings"):
-            value = body.get(key)
-            if isinstance(value, dict) and len(value) == 14:
-                return value
-            if isinstance(value, list) and len(value) == 14:
-                return {str(i): item for i, item in enumerate(value)}
-        for value in body.values():
-            found = _find_probabilities(value)
-            if found is not None:
-                return found
-    return None
-
-
 def _check(body: object, heatmaps: str) -> str | None:
-    if _find_probabilities(body) is None:
+    """What is wrong with a 200 answer (None when nothing is); counts the heatmap engines."""
+    if not isinstance(body, dict):
+        return "the answer is not a JSON object"
+    probabilities = body.get("probabilities")
+    if not isinstance(probabilities, dict) or len(probabilities) != 14:
         return "no 14 probabilities in the answer"
-    if heatmaps != "none" and isinstance(body, dict) and not body.get("heatmaps"):
-        return f"heatmaps={heatmaps} asked, none returned"
+    if heatmaps != "none":
+        if not body.get("heatmaps"):
+            return f"heatmaps={heatmaps} asked, none returned: {body.get('warnings')}"
+        HEATMAP_ENGINES[str(body.get("heatmap_engine"))] += 1
     return None
+
+
+@events.test_stop.add_listener
+def _report_engines(**_: object) -> None:
+    if HEATMAP_ENGINES:
+        engines = ", ".join(f"{engine} {count}" for engine, count in sorted(HEATMAP_ENGINES.items()))
+        print(f"heatmap engine of the answers with heatmaps: {engines} (cam = the sidecar was not used)")
