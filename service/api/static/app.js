@@ -33,6 +33,7 @@
     heatmap: byId("heatmap"),
     noPreview: byId("no-preview"),
     caption: byId("viewer-caption"),
+    imageNote: byId("image-note"),
     labelSelect: byId("label-select"),
     opacityControl: byId("opacity-control"),
     opacity: byId("opacity"),
@@ -272,6 +273,10 @@
       kind === "dicom"
         ? "Browsers cannot display DICOM, and no heatmap came back to show the image (see the warnings)."
         : "This file cannot be displayed here.";
+    ui.imageNote.hidden = stacked || !hasHeatmaps;
+    ui.imageNote.textContent =
+      "Browsers cannot display DICOM: the image is the API's heatmap overlay, drawn on the radiograph " +
+      "as the model saw it (at its input size).";
 
     // Findings summary and bars, most probable first.
     ui.findingsSummary.textContent = response.findings.length
