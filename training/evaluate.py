@@ -121,12 +121,16 @@ def predict(
     for name in SCORED_SPLITS:
         records = splits[name]
         inputs = model_inputs(load_images(records, card.input_size), card.normalisation)
-        probabilities = model.predict(inputs, batch_size=batch_size, verbose=0)
+        # Eager calls, not model.predict: tracing the predict graph costs more than a few hundred
+        # images take to score, and it was traced again for the second split.
+        probabilities = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(model(inputs[start : start + batch_size], training=False))
+                for start in range(0, len(inputs), batch_size)
+            ]
+        )
         scored[name] = ScoredSplit(
-            name,
-            [r.image for r in records],
-            labels_matrix(records),
-            np.asarray(probabilities, dtype=np.float64),
+            name, [r.image for r in records], labels_matrix(records), probabilities.astype(np.float64)
         )
         log.info("%s: %d images predicted", name, len(records))
     return scored
