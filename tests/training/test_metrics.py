@@ -68,7 +68,7 @@ def test_bootstrap_interval_contains_the_point_estimate() -> None:
     point = per_label_auroc(y_true, scores)
     for j, value in enumerate(point):
         assert per_label[j, 0] <= value <= per_label[j, 1]
-    assert mean_bounds[0] <= mean_auroc(y_true, scores) <= mean_bounds[1]  # type: ignore[operator]
+    assert mean_bounds[0] <= mean_auroc(y_true, scores) <= mean_bounds[1]
     assert (per_label[:, 1] - per_label[:, 0] < 0.35).all()  # 150 images: intervals are informative
 
 

@@ -51,7 +51,7 @@ def test_threshold_sweep_rows_follow_the_thresholds() -> None:
     assert set(sweep) == set(LABELS)
     rows = sweep[LABELS[0]]
     assert [row["threshold"] for row in rows] == list(SWEEP_THRESHOLDS)
-    sensitivities = [row["sensitivity"] for row in rows]
+    sensitivities = [float(row["sensitivity"] or 0.0) for row in rows]
     assert sensitivities == sorted(sensitivities, reverse=True)  # a higher threshold never finds more
 
 
