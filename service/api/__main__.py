@@ -1,8 +1,10 @@
 """`python -m service.api` / `cxr-api`: serve the API with uvicorn.
 
-Exit status: 0 after a normal shutdown, 1 when the model cannot be served (the reason, naming
-the file, is the last line on stderr), 2 on invalid configuration (one line per bad variable).
-Without API_KEYS the server binds 127.0.0.1 only, whatever API_HOST says.
+Exit status: 1 when the model cannot be served (the reason, naming the file, is the last line
+on stderr), 2 on invalid configuration (one line per bad variable, checked before the heavy
+imports); on SIGTERM or SIGINT uvicorn shuts down gracefully and then re-raises the signal, so
+the process ends as killed by it (the convention for signalled exits). Without API_KEYS the
+server binds 127.0.0.1 only, whatever API_HOST says.
 """
 
 import logging
@@ -10,11 +12,8 @@ import os
 import sys
 from collections.abc import Mapping
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.api.app import create_app
-from service.api.logging_config import configure_logging
 from service.api.settings import Settings
 
 logger = logging.getLogger("service.api")
@@ -38,6 +37,15 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         for line in configuration_errors(error):
             print(f"cxr-api: invalid configuration: {line}", file=sys.stderr)
         return EXIT_BAD_CONFIGURATION
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn  # the heavy imports (FastAPI, onnxruntime) only once the settings are valid
+
+    from service.api.app import create_app
+    from service.api.logging_config import configure_logging
+
     configure_logging(
         settings.log_format, settings.log_level, [key.get_secret_value() for key in settings.api_keys]
     )

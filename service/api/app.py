@@ -2,12 +2,11 @@
 
 from collections.abc import Callable
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from service.api.auth import require_api_key
 from service.api.lifecycle import ModelLoader, load_from_settings, make_lifespan
 from service.api.limits import BodyLimitMiddleware
 from service.api.openapi_docs import install_openapi
@@ -73,10 +72,10 @@ def create_app(
     app.dependency_overrides[get_settings] = lambda: settings
     install_problem_handlers(app)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-    v1.include_router(predict.router)
-    v1.include_router(model.router)
-    app.include_router(v1)
+    # Routes carry their full paths (the metrics label them by template); /v1/* routers
+    # require an API key themselves.
+    app.include_router(predict.router)
+    app.include_router(model.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(page.router)

@@ -40,7 +40,7 @@ def turbo(values: np.ndarray) -> np.ndarray:
 
 def upsample(heatmap: np.ndarray, size: int) -> np.ndarray:
     """(size, size) bilinear upsampling of an (h, w) map, clipped to [0, 1]."""
-    image = Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32), mode="F")
+    image = Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32))
     resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
     return np.clip(resized, 0.0, 1.0)
 
@@ -72,13 +72,13 @@ _MASK_COLOURS, _MASK_ALPHA = mask_palette()
 def render_overlay(heatmap: np.ndarray, background: np.ndarray) -> Image.Image:
     """Palette image of the (size, size) heat in [0, 1] over the (size, size) grey radiograph."""
     indices = _levels(background, GREY_LEVELS).astype(np.uint16) * HEAT_LEVELS + _levels(heatmap, HEAT_LEVELS)
-    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    image = Image.fromarray(indices.astype(np.uint8))  # "L"; putpalette makes it "P"
     image.putpalette(_OVERLAY_PALETTE.tobytes())
     return image
 
 
 def render_mask(heatmap: np.ndarray) -> Image.Image:
-    image = Image.fromarray(_levels(heatmap, MASK_LEVELS), mode="P")
+    image = Image.fromarray(_levels(heatmap, MASK_LEVELS))
     image.putpalette(_MASK_COLOURS.tobytes())
     image.info["transparency"] = _MASK_ALPHA
     return image

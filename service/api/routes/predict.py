@@ -3,9 +3,10 @@
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from service.api.admission import Overloaded
+from service.api.auth import require_api_key
 from service.api.deps import RuntimeDep, StateDep
 from service.api.heatmaps import MIN_HEATMAP_SIZE, HeatmapStyle
 from service.api.openapi_docs import PREDICT_REQUEST_BODY, problem_responses
@@ -14,7 +15,7 @@ from service.api.problems import Problem, overloaded
 from service.api.request_parsing import QueryOptions, read_prediction_request
 from service.api.schemas import PredictResponse
 
-router = APIRouter(tags=["prediction"])
+router = APIRouter(tags=["prediction"], dependencies=[Depends(require_api_key)])
 
 HEATMAPS_DESCRIPTION = (
     "Which heatmaps to return: `none` (default), `all`, `top:K` (the K most probable labels) or a "
@@ -23,7 +24,7 @@ HEATMAPS_DESCRIPTION = (
 
 
 @router.post(
-    "/predict",
+    "/v1/predict",
     response_model=PredictResponse,
     summary="Classify a chest X-ray (14 findings) with optional heatmaps",
     openapi_extra=PREDICT_REQUEST_BODY,
