@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -27,14 +28,14 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from cxr.imaging import decode_image
 from cxr.labels import LABELS
-from cxr.model_card import ModelCard, sha256_file
+from cxr.model_card import ModelCard
 from cxr.onnx_manifest import INPUT_NAME, PROBABILITIES_OUTPUT, ExportManifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}  # DICOM files often have no suffix
@@ -60,7 +61,13 @@ class OnnxScorer:
     """
 
     def __init__(
-        self, model_dir: str | Path, onnx_dir: str | Path, *, int8: bool = False, threads: int = 0
+        self,
+        model_dir: str | Path,
+        onnx_dir: str | Path,
+        *,
+        int8: bool = False,
+        threads: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -69,24 +76,27 @@ class OnnxScorer:
 
         threads = threads or usable_cpus()
         try:
-            runtime = load_model_runtime(Path(model_dir), Path(onnx_dir), intra_op_threads=threads)
+            runtime = load_model_runtime(Path(model_dir), Path(onnx_dir), intra_op_threads=1)
         except ModelLoadError as error:
             raise BatchInputError(str(error)) from None
         self.card: ModelCard = runtime.card
         self.manifest: ExportManifest = runtime.manifest
-        self.session = runtime.session
         self.onnx_path = Path(onnx_dir) / self.manifest.onnx_file
+        expected = self.manifest.onnx_sha256
         if int8:
             quantization = self.manifest.quantization
             if quantization is None:
                 raise BatchInputError(f"{onnx_dir} has no int8 model (the export did not quantise)")
-            self.onnx_path = Path(onnx_dir) / quantization.file
-            if sha256_file(self.onnx_path) != quantization.sha256:
-                raise BatchInputError(f"{self.onnx_path} does not match the sha256 in its manifest")
-            self.session = ort.InferenceSession(
-                str(self.onnx_path), session_options(threads, 1), providers=["CPUExecutionProvider"]
-            )
-        self._runtime = runtime
+            self.onnx_path, expected = Path(onnx_dir) / quantization.file, quantization.sha256
+        data = self.onnx_path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise BatchInputError(f"{self.onnx_path} does not match the sha256 in its manifest")
+        # The batch's own session: onnxruntime's worker threads must not spin between runs, or they
+        # take the CPU the decode threads need (and collapse when the machine is shared).
+        options = session_options(threads, 1)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self._runtime = replace(runtime, session=self.session)  # the checked runtime's session is dropped
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Image file bytes -> model input: cxr.imaging decoding, then the API's preprocessing."""
@@ -371,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime intra-op threads (default ORT_INTRA_OP_THREADS, else onnxruntime's choice)",
     )
     parser.add_argument("--int8", action="store_true", help="use the int8 model the export quantised")
+    parser.add_argument(
+        "--allow-spinning",
+        action="store_true",
+        help="let onnxruntime threads spin (only on a dedicated machine)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming")
     parser.add_argument("--checkpoint-seconds", type=float, default=30.0, help="JSON output: save period")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -384,7 +399,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         items = list_inputs(args.source, path_column=args.path_column, image_root=args.image_root)
-        scorer = OnnxScorer(args.model_dir, args.onnx_dir, int8=args.int8, threads=args.threads)
+        scorer = OnnxScorer(
+            args.model_dir,
+            args.onnx_dir,
+            int8=args.int8,
+            threads=args.threads,
+            allow_spinning=args.allow_spinning,
+        )
         writer = ScoreWriter(
             args.out, scorer.card, resume=not args.overwrite, checkpoint_seconds=args.checkpoint_seconds
         )
