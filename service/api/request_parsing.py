@@ -105,7 +105,7 @@ async def _read_json(request: Request, query: QueryOptions) -> tuple[bytes, Quer
     body = await request.body()
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise Problem(400, "the body is not valid JSON") from None
     try:
         parsed = PredictJSONRequest.model_validate(payload)
