@@ -58,7 +58,13 @@ def create_app(
                 max_age=600,
             )
         )
-    middleware.append(Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes))
+    middleware.append(
+        Middleware(
+            BodyLimitMiddleware,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_seconds=settings.request_timeout_seconds,
+        )
+    )
     app = FastAPI(
         title="Chest X-ray diagnosis API",
         version="1.0.0",
