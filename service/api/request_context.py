@@ -15,11 +15,13 @@ from contextvars import ContextVar
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.metrics import Metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
+CLIENT_CLOSED_REQUEST = 499  # (nginx's code) the client went away before the answer: no one to send it to
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("service.api.access")
@@ -73,6 +75,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client hung up while its body was being read: not a server error, nothing to answer.
+            if not state["started"]:
+                state["status"] = CLIENT_CLOSED_REQUEST
         except Exception as error:
             # Logged with its traceback but not its message (it may quote client data).
             error_logger.error(
