@@ -191,6 +191,7 @@ def start_sidecar(model_dir: Path, log_dir: Path, timeout: float) -> Service:
         {"GRADCAM_HOST": "127.0.0.1", "GRADCAM_PORT": str(port), "MODEL_DIR": str(model_dir)},
         f"http://127.0.0.1:{port}",
         log_dir,
+        ready_path="/readyz",
         timeout=timeout,
     )
 
@@ -209,7 +210,8 @@ def start_api(
         "LOG_LEVEL": "WARNING",
         **(settings or {}),
     }
-    return start("api", ["-m", "service.api"], env, f"http://127.0.0.1:{port}", log_dir)
+    name = "api" + "".join(f"-{value}" for value in (settings or {}).values())
+    return start(name, ["-m", "service.api"], env, f"http://127.0.0.1:{port}", log_dir, ready_path="/readyz")
 
 
 def start_baseline(model_dir: Path, log_dir: Path, timeout: float) -> Service:

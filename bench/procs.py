@@ -85,7 +85,8 @@ def start(
     ready_path: str = "/healthz",
     timeout: float = 240.0,
 ) -> Service:
-    """Run `python args...` from the repo with `env` added; return once GET url+ready_path is 200."""
+    """Run `python args...` from the repo with `env` added; return once GET url+ready_path is 200
+    (use the readiness endpoint: a process answers /healthz before its model is loaded)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}

@@ -102,6 +102,17 @@ class Container:
                 self.process.kill()
                 self.process.wait(10)
 
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=10).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        pytest.fail(f"{self.name} not ready after {START_TIMEOUT:.0f} s:\n{self.log.read_text()[-3000:]}")
+
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -183,6 +194,7 @@ def stack(
         )
         containers["api"] = api
         api.wait_healthy()
+        api.wait_ready()  # healthy = the process answers; ready = the model is loaded
         yield containers
     finally:
         for container in reversed(containers.values()):
