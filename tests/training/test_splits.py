@@ -72,6 +72,20 @@ def test_fractions_are_respected_roughly(fractions: tuple[float, float, float]) 
         assert len(splits[name]) / len(RECORDS) == pytest.approx(fraction, abs=0.05), name
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation: when every label has only a couple of positives, the greedy "
+    "stratification sends each patient to the split that needs the rarest label most, which is "
+    "always train; validation and test end up nearly empty",
+)
+def test_fractions_are_respected_when_labels_are_rare() -> None:
+    rare = [
+        Record(f"{i}.png", Path(f"{i}.png"), f"P{i}", np.eye(14, dtype=np.float32)[i % 14]) for i in range(30)
+    ]
+    splits = split_by_patient(rare, FRACTIONS, seed=7)
+    assert len(splits["validation"]) >= 3 and len(splits["test"]) >= 3
+
+
 def test_labels_are_spread_over_the_splits() -> None:
     splits = split_by_patient(RECORDS, (0.6, 0.2, 0.2), seed=7)
     for name in SPLITS:

@@ -17,15 +17,16 @@ def record(image: str, patient: str, official: str | None = None, *positives: st
 
 
 def test_the_official_test_list_is_the_test_split() -> None:
+    # 30 patients with two images each; the last 5 patients are on the official test list.
     records = [
-        record(f"{i}.png", f"P{i // 2}", "test" if i >= 16 else "train_val", LABELS[i % 14])
-        for i in range(20)
+        record(f"{i}.png", f"P{i // 2}", "test" if i >= 50 else "train_val", LABELS[i % 3]) for i in range(60)
     ]
     config = tf_train.TrainConfig(labels_csv="x.csv", out_dir="out", split=(0.7, 0.15, 0.15))
     splits = tf_train.make_splits(records, config)
-    assert sorted(r.image for r in splits["test"]) == ["16.png", "17.png", "18.png", "19.png"]
+    assert sorted(r.image for r in splits["test"]) == sorted(f"{i}.png" for i in range(50, 60))
     assert all(r.official_split == "train_val" for r in splits["train"] + splits["validation"])
-    assert splits["train"] and splits["validation"]
+    assert len(splits["train"]) + len(splits["validation"]) == 50
+    assert len(splits["validation"]) >= 6  # about 0.15 / 0.85 of the official train_val images
     assert "official test_list.txt" in tf_train._split_rule(config, records)
 
 
