@@ -1,10 +1,10 @@
 """`python -m service.run` (make run): the Grad-CAM sidecar and the API as two child processes.
 
 Runs in the foreground and logs to stdout (the children's output too). Ctrl-C or SIGTERM is
-forwarded to both children, which then shut down gracefully; if either child exits on its own, the
-other is stopped and run exits non-zero. API_PORT and GRADCAM_PORT choose the ports; the API is
-told where the sidecar is through GRADCAM_URL. MODEL_DIR, ONNX_DIR and the rest of the environment
-pass through unchanged.
+forwarded to both children (as SIGTERM), which then shut down gracefully; if either child exits
+on its own, the other is stopped and run exits non-zero. API_PORT and GRADCAM_PORT choose the
+ports; the API is told where the sidecar is through GRADCAM_URL. MODEL_DIR, ONNX_DIR and the rest
+of the environment pass through unchanged.
 """
 
 import ctypes
@@ -55,13 +55,14 @@ def start_child(name: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     return process
 
 
-def stop_children(children: dict[str, subprocess.Popen[bytes]], signum: int, signals: list[int]) -> bool:
-    """Send `signum` to every running child and wait; SIGKILL what is left after the grace period or
-    on another signal to run. True when every child stopped by itself."""
+def stop_children(children: dict[str, subprocess.Popen[bytes]], signals: list[int]) -> bool:
+    """SIGTERM every running child (uvicorn's graceful shutdown, without a KeyboardInterrupt trace)
+    and wait; SIGKILL what is left after the grace period or on another signal to run. True when
+    every child stopped by itself."""
     for name, process in children.items():
         if process.poll() is None:
-            logger.info("stopping %s (pid %d) with %s", name, process.pid, signal.Signals(signum).name)
-            process.send_signal(signum)
+            logger.info("stopping %s (pid %d)", name, process.pid)
+            process.terminate()
     already_signalled = len(signals)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     while any(process.poll() is None for process in children.values()):
@@ -82,13 +83,14 @@ def supervise(children: dict[str, subprocess.Popen[bytes]], signals: list[int]) 
     """Wait until a signal arrives (-> stop both, 0) or a child exits (-> stop the other, non-zero)."""
     while True:
         if signals:
-            return 0 if stop_children(children, signals[0], signals) else 1
+            logger.info("%s received: stopping", signal.Signals(signals[0]).name)
+            return 0 if stop_children(children, signals) else 1
         for name, process in children.items():
             code = process.poll()
             if code is not None:
                 logger.error("%s exited with %s; stopping the others", name, code)
                 others = {other: child for other, child in children.items() if other != name}
-                stop_children(others, signal.SIGTERM, signals)
+                stop_children(others, signals)
                 return code if code > 0 else 1
         time.sleep(POLL_SECONDS)
 
