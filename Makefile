@@ -39,7 +39,7 @@ $(BUILD_DIR)/model.onnx: $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json |
 export: $(BUILD_DIR)/model.onnx
 
 # Also model.int8.onnx: calibrated on the model's training split, AUROC and speed vs fp32 on its test split.
-export-int8: install $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json
+export-int8: $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json | install
 	$(PY) -m export --model-dir $(MODEL_DIR) --out $(BUILD_DIR) --quantize int8 \
 		--labels-csv $(DATA)/images_labels.csv --images-dir $(DATA)/images
 

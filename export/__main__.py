@@ -1,0 +1,125 @@
+"""`python -m export --model-dir DIR --out BUILD_DIR`: ONNX export with a parity proof (see --help)."""
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+# Before TensorFlow is imported (through export.pipeline): keep its C++ start-up chatter out of the log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from cxr.model_card import ModelCardMismatchError
+from cxr.onnx_manifest import ExportManifest
+from export.convert import DEFAULT_OPSET, ConversionError
+from export.head import HeadError
+from export.parity import DEFAULT_TOLERANCE, ParityError, default_parity_images
+from export.pipeline import ExportOptions, QuantizeOptions, export_model
+from export.quantize import DEFAULT_QUANT_FORMAT, QUANT_FORMATS, QuantizationError
+from training.data import LabelTableError
+
+FAILURES = (
+    ModelCardMismatchError,
+    ConversionError,
+    HeadError,
+    ParityError,
+    QuantizationError,
+    LabelTableError,
+    FileNotFoundError,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument(
+        "--model-dir", type=Path, required=True, help="model.keras, model_card.json, splits.csv"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="build folder: model.onnx, head.npz, manifest.json"
+    )
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="largest allowed |Keras - onnxruntime| probability on the parity images",
+    )
+    parser.add_argument(
+        "--parity-images",
+        type=Path,
+        nargs="+",
+        help="real radiographs for the parity check (default: tests/fixtures/*.png)",
+    )
+    parser.add_argument(
+        "--quantize", choices=("int8",), help="also write model.int8.onnx (static, calibrated)"
+    )
+    parser.add_argument(
+        "--labels-csv", type=Path, help="labels of the splits.csv images (needed by --quantize)"
+    )
+    parser.add_argument("--images-dir", type=Path, help="image folder (default: beside --labels-csv)")
+    parser.add_argument("--quant-format", choices=sorted(QUANT_FORMATS), default=DEFAULT_QUANT_FORMAT)
+    parser.add_argument(
+        "--calibration-images", type=int, help="at most this many training images (default: all)"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExportOptions:
+    quantize = None
+    if args.quantize:
+        if args.labels_csv is None:
+            parser.error("--quantize int8 needs --labels-csv (AUROC of fp32 vs int8 on the test split)")
+        quantize = QuantizeOptions(
+            args.labels_csv, args.images_dir, args.quant_format, args.calibration_images
+        )
+    return ExportOptions(
+        opset=args.opset,
+        tolerance=args.tolerance,
+        parity_images=args.parity_images or default_parity_images(),
+        quantize=quantize,
+    )
+
+
+def summary(manifest: ExportManifest, out: Path, seconds: float) -> str:
+    parity = manifest.parity
+    lines = [
+        f"exported {out / manifest.onnx_file} in {seconds:.0f} s (opset {manifest.opset}, "
+        f"input {manifest.input_size} px, feature map {manifest.feature_map_shape})",
+        f"parity on {len(parity.images)} images: max |dp| {parity.max_abs_diff_probabilities:.3g}, "
+        f"max |dfeature| {parity.max_abs_diff_feature_map:.3g} (tolerance {parity.tolerance:.3g})",
+    ]
+    quant = manifest.quantization
+    if quant is not None:
+        lines.append(
+            f"int8 {quant.file}: mean AUROC {_number(quant.auroc_fp32)} -> {_number(quant.auroc_int8)} "
+            f"on {quant.evaluated_on}; {_number(quant.seconds_per_image_fp32)} -> "
+            f"{_number(quant.seconds_per_image_int8)} s/image"
+        )
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = options_from(args, parser)
+    started = time.perf_counter()
+    try:
+        manifest = export_model(args.model_dir, args.out, options)
+    except FAILURES as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return 1
+    print(summary(manifest, args.out, time.perf_counter() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The export run: Keras model folder -> ONNX build folder, published only when parity holds."""
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import keras
+import onnx
+
+from cxr.model_card import ModelCard, load_model_card, sha256_file
+from cxr.onnx_manifest import (
+    HEAD_FILE,
+    INT8_ONNX_FILE,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    ExportManifest,
+    Quantization,
+)
+from export.convert import (
+    DEFAULT_OPSET,
+    build_export_model,
+    convert_to_onnx,
+    feature_map_shape,
+    load_keras_model,
+)
+from export.head import head_arrays, save_head
+from export.parity import DEFAULT_TOLERANCE, check_parity, default_parity_images, measure_parity, open_session
+from export.quantize import (
+    CALIBRATION_SPLIT,
+    DEFAULT_QUANT_FORMAT,
+    EVALUATION_SPLIT,
+    compare_models,
+    quantize_int8,
+    split_records,
+)
+
+logger = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime")
+SPLITS_FILE = "splits.csv"
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    labels_csv: Path
+    images_dir: Path | None = None
+    quant_format: str = DEFAULT_QUANT_FORMAT
+    max_calibration_images: int | None = None  # None: the whole training split
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = DEFAULT_OPSET
+    tolerance: float = DEFAULT_TOLERANCE
+    parity_images: Sequence[Path] = field(default_factory=default_parity_images)
+    quantize: QuantizeOptions | None = None
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, options: ExportOptions) -> ExportManifest:
+    """Verify, load, convert and publish; nothing is published when any step fails."""
+    started = time.perf_counter()
+    card = load_model_card(model_dir)
+    model = load_keras_model(card, model_dir)
+    two_outputs = build_export_model(model, card.last_conv_layer)
+    proto = convert_to_onnx(two_outputs, card.input_size, options.opset)
+    logger.info("converted in %.1f s", time.perf_counter() - started)
+    manifest = publish(Path(out_dir), proto, two_outputs, card, Path(model_dir), options)
+    logger.info("export finished in %.1f s", time.perf_counter() - started)
+    return manifest
+
+
+def publish(
+    out_dir: Path,
+    proto: onnx.ModelProto,
+    two_outputs: keras.Model,
+    card: ModelCard,
+    model_dir: Path,
+    options: ExportOptions,
+) -> ExportManifest:
+    """Write every file under a temporary name, prove parity, then rename them into place.
+
+    The manifest is renamed last, so a reader that trusts the manifest never sees a partial build,
+    and a failed export leaves no model.onnx that could pass for a checked one.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = _Staging(out_dir)
+    try:
+        onnx.save(proto, staged.path(ONNX_FILE))
+        save_head(*head_arrays(two_outputs), staged.path(HEAD_FILE))
+        parity = measure_parity(
+            two_outputs, open_session(staged.path(ONNX_FILE)), options.parity_images, card, options.tolerance
+        )
+        check_parity(parity)
+        quantization = None
+        if options.quantize is not None:
+            quantization = _quantize(staged, card, model_dir, options.quantize)
+        manifest = ExportManifest(
+            onnx_sha256=sha256_file(staged.path(ONNX_FILE)),
+            head_sha256=sha256_file(staged.path(HEAD_FILE)),
+            keras_sha256=card.sha256,
+            input_size=card.input_size,
+            feature_map_shape=feature_map_shape(two_outputs),
+            opset=options.opset,
+            versions={package: version(package) for package in VERSIONED_PACKAGES},
+            parity=parity,
+            quantization=quantization,
+        )
+        staged.path(MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+        staged.commit(manifest_last=MANIFEST_FILE)
+        if quantization is None:  # an int8 file from an earlier export no longer matches model.onnx
+            (out_dir / INT8_ONNX_FILE).unlink(missing_ok=True)
+    finally:
+        staged.discard()
+    logger.info("published %s", ", ".join(str(out_dir / name) for name in staged.committed))
+    return manifest
+
+
+def _quantize(staged: "_Staging", card: ModelCard, model_dir: Path, options: QuantizeOptions) -> Quantization:
+    splits = model_dir / SPLITS_FILE
+    calibration = split_records(splits, options.labels_csv, options.images_dir, CALIBRATION_SPLIT)
+    calibration = calibration[: options.max_calibration_images]
+    evaluation = split_records(splits, options.labels_csv, options.images_dir, EVALUATION_SPLIT)
+    quantize_int8(
+        staged.path(ONNX_FILE),
+        staged.path(INT8_ONNX_FILE),
+        [r.path for r in calibration],
+        card,
+        options.quant_format,
+    )
+    comparison = compare_models(staged.path(ONNX_FILE), staged.path(INT8_ONNX_FILE), evaluation, card)
+    logger.info(
+        "int8 on %d %s images: mean AUROC %s -> %s, %.4f -> %.4f s/image",
+        comparison.images,
+        EVALUATION_SPLIT,
+        comparison.auroc_fp32,
+        comparison.auroc_int8,
+        comparison.seconds_per_image_fp32,
+        comparison.seconds_per_image_int8,
+    )
+    return Quantization(
+        file=INT8_ONNX_FILE,
+        sha256=sha256_file(staged.path(INT8_ONNX_FILE)),
+        calibration_images=len(calibration),
+        auroc_fp32=comparison.auroc_fp32,
+        auroc_int8=comparison.auroc_int8,
+        evaluated_on=f"{EVALUATION_SPLIT} split of {SPLITS_FILE} ({comparison.images} images)",
+        seconds_per_image_fp32=comparison.seconds_per_image_fp32,
+        seconds_per_image_int8=comparison.seconds_per_image_int8,
+    )
+
+
+class _Staging:
+    """Files written as `.<name>.partial` in the output folder and renamed atomically on commit."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.committed: list[str] = []
+        self._names: list[str] = []
+
+    def path(self, name: str) -> Path:
+        if name not in self._names:
+            self._names.append(name)
+        return self.out_dir / f".{name}.partial"
+
+    def commit(self, manifest_last: str) -> None:
+        for name in sorted(self._names, key=lambda name: name == manifest_last):
+            os.replace(self.path(name), self.out_dir / name)
+            self.committed.append(name)
+
+    def discard(self) -> None:
+        for name in self._names:
+            self.path(name).unlink(missing_ok=True)

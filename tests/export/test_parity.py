@@ -1,0 +1,63 @@
+"""export.parity: the check itself, and an independent Keras vs onnxruntime comparison on real images."""
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from cxr.onnx_manifest import INPUT_NAME, ONNX_FILE, Parity
+from export.parity import ParityError, check_parity, default_parity_images, load_inputs
+from training.model import LAST_CONV_LAYER
+
+
+def parity(diff: float, tolerance: float) -> Parity:
+    return Parity(
+        images=["a.png"], max_abs_diff_probabilities=diff, max_abs_diff_feature_map=0.0, tolerance=tolerance
+    )
+
+
+@pytest.mark.parametrize(
+    ("diff", "tolerance"),
+    [(0.0, 0.0), (5e-5, 1e-4), (1e-4, 1e-4)],
+)
+def test_check_parity_accepts_differences_within_tolerance(diff: float, tolerance: float) -> None:
+    check_parity(parity(diff, tolerance))
+
+
+@pytest.mark.parametrize(
+    ("diff", "tolerance"),
+    [(2e-4, 1e-4), (6e-8, 0.0), (math.nan, 1e-4), (math.inf, 1e-4)],
+)
+def test_check_parity_refuses_larger_or_non_finite_differences(diff: float, tolerance: float) -> None:
+    with pytest.raises(ParityError, match="not published"):
+        check_parity(parity(diff, tolerance))
+
+
+def test_default_parity_images_are_the_committed_fixtures(fixture_images: list[Path]) -> None:
+    assert default_parity_images() == fixture_images
+    assert len(fixture_images) >= 4
+
+
+def test_load_inputs_refuses_an_empty_image_list(tmp_path: Path) -> None:
+    with pytest.raises(ParityError, match="no parity images"):
+        load_inputs([], card=None)  # type: ignore[arg-type]  # refused before the card is read
+
+
+@pytest.mark.slow
+def test_onnx_matches_keras_on_real_images(
+    exported: Path, tiny_model: keras.Model, fixture_inputs: np.ndarray
+) -> None:
+    """Recomputed here from the saved model and ONNX file, independently of the export's own check."""
+    model = tiny_model
+    features = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER).output)
+    session = ort.InferenceSession(str(exported / ONNX_FILE), providers=["CPUExecutionProvider"])
+
+    probabilities, feature_map = session.run(None, {INPUT_NAME: fixture_inputs})
+
+    keras_probabilities = np.asarray(model(fixture_inputs, training=False))
+    keras_feature_map = np.asarray(features(fixture_inputs, training=False))
+    assert np.max(np.abs(probabilities - keras_probabilities)) <= 1e-4
+    np.testing.assert_allclose(feature_map, keras_feature_map, atol=1e-4, rtol=1e-4)
