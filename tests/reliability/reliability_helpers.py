@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +96,14 @@ class Api:
 
     def log_text(self) -> str:
         return self.service.log_path.read_text(errors="replace")
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """The API's access log entries (JSON lines of logger service.api.access)."""
+        entries = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{") and '"service.api.access"' in line:
+                entries.append(json.loads(line))
+        return entries
 
     def alive(self) -> bool:
         return self.service.process.poll() is None
@@ -297,3 +305,111 @@ def _commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One request of a load run."""
+
+    kind: str
+    started: float  # time.monotonic() when sent
+    seconds: float
+    status: int | None  # None: no HTTP answer (connection error or client timeout)
+    engine: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    retry_after: str | None = None
+    problem_type: str | None = None
+    error: str | None = None
+
+
+# (client, sequence number) -> (kind, response)
+Send = Callable[[httpx.Client, int], tuple[str, httpx.Response]]
+
+
+def outcome_of(kind: str, started: float, response: httpx.Response) -> Outcome:
+    seconds = time.monotonic() - started
+    engine, warnings, problem_type = None, [], None
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        body = response.json()
+        if isinstance(body, dict):
+            engine, warnings = body.get("heatmap_engine"), list(body.get("warnings", []))
+    elif content_type.startswith("application/problem+json"):
+        problem_type = response.json().get("type")
+    retry_after = response.headers.get("retry-after")
+    return Outcome(kind, started, seconds, response.status_code, engine, warnings, retry_after, problem_type)
+
+
+class LoadGenerator:
+    """`clients` threads, each with its own keep-alive connection, calling `send` in a loop (with
+    `pause` seconds between calls) from start() until stop(); every call becomes an Outcome."""
+
+    def __init__(
+        self, base_url: str, send: Send, clients: int, pause: float = 0.0, timeout: float = 120.0
+    ) -> None:
+        self.base_url = base_url
+        self.send = send
+        self.clients = clients
+        self.pause = pause
+        self.timeout = timeout
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _run(self, index: int) -> None:
+        sequence = index
+        with httpx.Client(base_url=self.base_url, timeout=self.timeout) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    kind, response = self.send(client, sequence)
+                    outcome = outcome_of(kind, started, response)
+                except httpx.HTTPError as error:
+                    outcome = Outcome("?", started, time.monotonic() - started, None, error=repr(error))
+                with self._lock:
+                    self.outcomes.append(outcome)
+                sequence += self.clients
+                if self.pause:
+                    self._stop.wait(self.pause)
+
+    def start(self) -> "LoadGenerator":
+        self._threads = [
+            threading.Thread(target=self._run, args=(index,), daemon=True) for index in range(self.clients)
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 30)
+        return self.snapshot()
+
+    def snapshot(self) -> list[Outcome]:
+        with self._lock:
+            return list(self.outcomes)
+
+    def wait_for(self, predicate: Callable[[Outcome], bool], after: float, timeout: float) -> Outcome | None:
+        """The first outcome started after `after` that satisfies `predicate`, waiting up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for outcome in self.snapshot():
+                if outcome.started >= after and predicate(outcome):
+                    return outcome
+            time.sleep(0.2)
+        return None
+
+
+def post_radiograph(query: str = "") -> Send:
+    """A Send posting the fixture radiograph (multipart) with `query`."""
+    image = RADIOGRAPH.read_bytes()
+
+    def send(client: httpx.Client, _: int) -> tuple[str, httpx.Response]:
+        return "predict", client.post(f"/v1/predict{query}", files={"file": ("cxr.png", image)})
+
+    return send
