@@ -109,3 +109,25 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: install $(BUILD_DIR)/model.onnx
 	$(PY) -m bench --model-dir $(MODEL_DIR) --onnx-dir $(BUILD_DIR) $(BENCH_ARGS)
+
+# --- Reliability ---------------------------------------------------------------------------------
+# tests/reliability runs real processes: bad input (+ hypothesis and schemathesis), security, and
+# (mark chaos) a killed and a hanging sidecar, broken models at start-up, overload; (mark soak)
+# sustained load. Each prints its figures at the end of the run (requests and req/s, faults
+# injected and survived, bad inputs tried, 5xx, RSS growth, file descriptors) and writes them as
+# JSON into reliability-results/. `make test` (CI) runs all of it with a 45 s soak.
+# chaos: the chaos-marked suites with the bad-input and security ones (everything but the soak).
+SOAK_SECONDS ?= 300
+.PHONY: chaos soak audit
+chaos: install
+	$(PY) -m pytest tests/reliability -m "not soak" $(PYTEST_ARGS)
+
+soak: install
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest tests/reliability -m soak $(PYTEST_ARGS)
+
+# Known vulnerabilities in the exact versions of requirements.lock. pip-audit asks the PyPI / OSV
+# vulnerability database, so run it where that is reachable; CI (.ci/run) does not run it.
+# --strict: a package that could not be looked up fails the audit (else an unreachable database
+# would pass it with every package skipped).
+audit: install
+	$(VENV)/bin/pip-audit --requirement requirements.lock --no-deps --disable-pip --strict --progress-spinner off
