@@ -16,7 +16,7 @@ from export.convert import DEFAULT_OPSET, ConversionError
 from export.head import HeadError
 from export.parity import DEFAULT_TOLERANCE, ParityError, default_parity_images
 from export.pipeline import ExportOptions, QuantizeOptions, export_model
-from export.quantize import DEFAULT_QUANT_FORMAT, QUANT_FORMATS, QuantizationError
+from export.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_QUANT_FORMAT, QUANT_FORMATS, QuantizationError
 from training.data import LabelTableError
 
 FAILURES = (
@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images-dir", type=Path, help="image folder (default: beside --labels-csv)")
     parser.add_argument("--quant-format", choices=sorted(QUANT_FORMATS), default=DEFAULT_QUANT_FORMAT)
     parser.add_argument(
-        "--calibration-images", type=int, help="at most this many training images (default: all)"
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help=f"at most this many training images (default {DEFAULT_CALIBRATION_IMAGES})",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser

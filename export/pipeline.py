@@ -31,6 +31,7 @@ from export.head import head_arrays, save_head
 from export.parity import DEFAULT_TOLERANCE, check_parity, default_parity_images, measure_parity, open_session
 from export.quantize import (
     CALIBRATION_SPLIT,
+    DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_QUANT_FORMAT,
     EVALUATION_SPLIT,
     compare_models,
@@ -49,7 +50,7 @@ class QuantizeOptions:
     labels_csv: Path
     images_dir: Path | None = None
     quant_format: str = DEFAULT_QUANT_FORMAT
-    max_calibration_images: int | None = None  # None: the whole training split
+    max_calibration_images: int = DEFAULT_CALIBRATION_IMAGES
 
 
 @dataclass(frozen=True)
