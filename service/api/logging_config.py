@@ -87,6 +87,9 @@ def configure_logging(log_format: str, level: str, secrets: Iterable[str] = ()) 
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # Python warnings (pydicom warns about damaged files, for one) would otherwise reach stderr as
+    # raw text between the JSON lines: route them through logging, as logger py.warnings.
+    logging.captureWarnings(True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
