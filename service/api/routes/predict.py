@@ -32,6 +32,7 @@ HEATMAPS_DESCRIPTION = (
         {
             400: "Malformed request: bad JSON or base64, missing or extra multipart fields, broken multipart",
             401: "Missing or invalid API key",
+            408: "The body did not arrive within REQUEST_TIMEOUT_SECONDS (the connection is closed)",
             413: "Body over MAX_BODY_BYTES, or image over MAX_PIXELS",
             415: "Not a PNG, JPEG or DICOM image, or an unaccepted request Content-Type",
             422: "Invalid parameters (heatmaps, heatmap_style, heatmap_size), image shape not a "
