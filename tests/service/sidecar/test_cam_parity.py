@@ -10,7 +10,6 @@ evidence sum_k w_kc A_k is negative everywhere, the ReLU leaves nothing, and the
 correlate (both methods agreeing on "nothing" is still checked).
 """
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,7 +115,7 @@ def test_grad_cam_equals_cam_of_keras_feature_map(label: str, keras_maps: tuple[
 
 @pytest.mark.slow
 @pytest.mark.parametrize("label", LABELS)
-def test_sidecar_grad_cam_equals_onnx_cam(
-    label: str, sidecar_maps: Maps, onnx_cam_maps: Maps, record_property: Callable[[str, object], None]
-) -> None:
-    record_property("min_pearson", assert_parity(label, sidecar_maps, onnx_cam_maps))
+def test_sidecar_grad_cam_equals_onnx_cam(label: str, sidecar_maps: Maps, onnx_cam_maps: Maps) -> None:
+    assert_parity(label, sidecar_maps, onnx_cam_maps)
+    for name in onnx_cam_maps:  # measured on the dev model: at most 3e-6 apart
+        np.testing.assert_allclose(sidecar_maps[name][label], onnx_cam_maps[name][label], atol=1e-3)
