@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import LoadResult, run_load
+from bench.loadgen import LoadResult, merge, run_load
 from bench.procs import REPO, RssSampler, Service, free_port, start
 
 PREDICT = "/v1/predict"
+ROUNDS = 2  # each comparison alternates its sides this many times
 
 
 # --- Bare in-process references ---------------------------------------------------------------------
@@ -63,9 +64,8 @@ class BareOnnx:
         return self.session.run(["probabilities"], {"input": tensor[None]})[0]
 
 
-def bare_latency_ms(model_dir: Path, onnx_dir: Path, image: bytes, repeats: int) -> list[float]:
+def bare_latency_ms(bare: BareOnnx, image: bytes, repeats: int) -> list[float]:
     """decode + preprocess + onnxruntime, one image at a time, in this process."""
-    bare = BareOnnx(model_dir, onnx_dir)
     for _ in range(3):
         bare.score(image)
     times = []
@@ -312,62 +312,99 @@ def main(argv: list[str] | None = None) -> int:
     if results["machine"]["load_average_at_start"][0] > 0.5:
         print("  ! the machine is busy (load average above 0.5): figures are skewed, re-run when idle")
 
-    print("bare in-process decode + preprocess + onnxruntime ...", flush=True)
-    bare = bare_latency_ms(args.model_dir, args.onnx_dir, image, args.requests)
-    bare_p50 = statistics.median(bare)
-    results["bare"] = {"p50_ms": round(bare_p50, 2), "repeats": len(bare)}
-
     print("batch scoring vs bare onnxruntime ...", flush=True)
     fixtures = sorted((REPO / "tests" / "fixtures").glob("*.png"))
     results["batch"] = batch_scoring(args.model_dir, args.onnx_dir, fixtures, args.batch_copies, threads)
 
     services: list[Service] = []
     try:
-        print("starting sidecar and API ...", flush=True)
+        print("starting sidecar, API and the naive baseline ...", flush=True)
         sidecar = start_sidecar(args.model_dir, log_dir, args.start_timeout)
         services.append(sidecar)
         api = start_api(args.model_dir, args.onnx_dir, sidecar.url, log_dir)
         services.append(api)
+        baseline: Service | None = None
+        if not args.skip_baseline:
+            try:
+                baseline = start_baseline(args.model_dir, log_dir, args.start_timeout)
+                services.append(baseline)
+            except RuntimeError as error:  # reported as "not measured", the other figures still count
+                print(f"  ! {error}", file=sys.stderr)
+                results["baseline_error"] = str(error).splitlines()[0]
 
-        print("(b) service p50 at concurrency 1 ...", flush=True)
-        single = load(
-            api, image, concurrency=1, requests=args.requests, warmup=5, params={"heatmaps": "none"}
-        )
-        results["service_c1_probabilities"] = single.summary()
-
-        print(f"(a) service throughput at concurrency {args.concurrency} ...", flush=True)
-        with RssSampler(api) as api_rss:
-            loaded = load(
-                api, image, concurrency=args.concurrency, duration=args.duration, params={"heatmaps": "none"}
+        # Each comparison alternates its two sides (A B A B), so a change in the machine's load
+        # during the run falls on both.
+        print("(b) service p50 at concurrency 1 vs bare in-process ...", flush=True)
+        bare = BareOnnx(args.model_dir, args.onnx_dir)
+        bare_times: list[float] = []
+        singles: list[LoadResult] = []
+        for _ in range(ROUNDS):
+            bare_times += bare_latency_ms(bare, image, args.requests // ROUNDS)
+            singles.append(
+                load(
+                    api,
+                    image,
+                    concurrency=1,
+                    requests=args.requests // ROUNDS,
+                    warmup=3,
+                    params={"heatmaps": "none"},
+                )
             )
-        results["service_throughput"] = loaded.summary()
-        results["api_rss_mb"] = {
-            "idle_after_start": None,
-            "peak_under_load": round(api_rss.peak_mb or 0, 1),
-        }
+        del bare
+        results["bare"] = {"p50_ms": round(statistics.median(bare_times), 2), "repeats": len(bare_times)}
+        results["service_c1_probabilities"] = merge(singles).summary()
+
+        print(f"(a) throughput at concurrency {args.concurrency}: service vs naive baseline ...", flush=True)
+        served: list[LoadResult] = []
+        naive: list[LoadResult] = []
+        api_peaks: list[float] = []
+        baseline_peaks: list[float] = []
+        for _ in range(ROUNDS):
+            with RssSampler(api) as api_rss:
+                served.append(
+                    load(
+                        api,
+                        image,
+                        concurrency=args.concurrency,
+                        duration=args.duration / ROUNDS,
+                        params={"heatmaps": "none"},
+                    )
+                )
+            api_peaks.append(api_rss.peak_mb or 0.0)
+            if baseline is not None:
+                with RssSampler(baseline) as baseline_rss:
+                    naive.append(
+                        load(baseline, image, concurrency=args.concurrency, duration=args.duration / ROUNDS)
+                    )
+                baseline_peaks.append(baseline_rss.peak_mb or 0.0)
+        results["service_throughput"] = merge(served).summary()
+        results["api_rss_mb"] = {"peak_under_load": round(max(api_peaks), 1)}
+        if naive:
+            results["baseline_throughput"] = merge(naive).summary()
+            results["baseline_rss_mb_peak"] = round(max(baseline_peaks), 1)
+        if baseline is not None:
+            baseline.stop()
+            services.remove(baseline)
 
         print("(c) heatmaps for 14 labels vs 1 label ...", flush=True)
+        ones: list[LoadResult] = []
+        everys: list[LoadResult] = []
         with RssSampler(sidecar) as sidecar_rss:
-            one = load(
-                api,
-                image,
-                concurrency=1,
-                requests=max(10, args.requests // 2),
-                warmup=3,
-                params={"heatmaps": "top:1"},
-                count_field="heatmap_engine",
-            )
-            every = load(
-                api,
-                image,
-                concurrency=1,
-                requests=max(10, args.requests // 2),
-                warmup=3,
-                params={"heatmaps": "all"},
-                count_field="heatmap_engine",
-            )
-        results["heatmaps_1_label"] = one.summary()
-        results["heatmaps_14_labels"] = every.summary()
+            for _ in range(ROUNDS):
+                for spec, into in (("top:1", ones), ("all", everys)):
+                    into.append(
+                        load(
+                            api,
+                            image,
+                            concurrency=1,
+                            requests=max(5, args.requests // (2 * ROUNDS)),
+                            warmup=2,
+                            params={"heatmaps": spec},
+                            count_field="heatmap_engine",
+                        )
+                    )
+        results["heatmaps_1_label"] = merge(ones).summary()
+        results["heatmaps_14_labels"] = merge(everys).summary()
         results["sidecar_rss_mb_peak"] = round(sidecar_rss.peak_mb or 0, 1)
         with RssSampler(api) as api_rss_heatmaps:
             heat_load = load(
@@ -388,22 +425,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for service in reversed(services):
             service.stop()
-
-    if not args.skip_baseline:
-        print(f"(a) naive Keras baseline at concurrency {args.concurrency} ...", flush=True)
-        try:
-            baseline = start_baseline(args.model_dir, log_dir, args.start_timeout)
-        except RuntimeError as error:  # reported as "not measured", the other figures still count
-            print(f"  ! {error}", file=sys.stderr)
-            results["baseline_error"] = str(error).splitlines()[0]
-        else:
-            try:
-                with RssSampler(baseline) as baseline_rss:
-                    naive = load(baseline, image, concurrency=args.concurrency, duration=args.duration)
-                results["baseline_throughput"] = naive.summary()
-                results["baseline_rss_mb_peak"] = round(baseline_rss.peak_mb or 0, 1)
-            finally:
-                baseline.stop()
 
     print("(d) int8 vs fp32 ...", flush=True)
     results["int8"] = int8_comparison(args.model_dir, args.onnx_dir, image, threads, args.requests)

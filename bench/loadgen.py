@@ -144,3 +144,15 @@ def run_load(
             count_field=count_field,
         )
     )
+
+
+def merge(results: list[LoadResult]) -> LoadResult:
+    """One result from several runs of the same load (latencies pooled, seconds added)."""
+    merged = LoadResult(results[0].concurrency, sum(result.seconds for result in results))
+    for result in results:
+        merged.latencies_ms += result.latencies_ms
+        for key, count in result.errors.items():
+            merged.errors[key] = merged.errors.get(key, 0) + count
+        for key, count in result.field_counts.items():
+            merged.field_counts[key] = merged.field_counts.get(key, 0) + count
+    return merged
