@@ -9,6 +9,7 @@ REQUEST_TIMEOUT_SECONDS without holding an inference slot, a client hanging up m
 The decoders themselves are fuzzed in tests/cxr/test_imaging.py.
 """
 
+import base64
 import io
 import json
 import os
@@ -168,8 +169,6 @@ def radiograph() -> bytes:
 
 
 def radiograph_b64() -> str:
-    import base64
-
     return base64.b64encode(RADIOGRAPH.read_bytes()).decode()
 
 

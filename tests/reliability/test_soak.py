@@ -59,7 +59,7 @@ def _inputs() -> dict[str, bytes]:
 
 
 INPUTS = _inputs()
-# kind -> (method, path, how to send, expected status)
+# (kind, expected status), cycled through by request sequence number; `send` makes each kind.
 MIX: list[tuple[str, int]] = [
     ("png", 200),
     ("png heatmaps top:2", 200),
