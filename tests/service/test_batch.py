@@ -121,8 +121,13 @@ def test_folder_scores_every_readable_image_and_reports_the_rest(
 
     card = load_model_card(model_dir)
     for row in rows:
-        findings = [label for label in LABELS if float(row[label]) >= card.thresholds[label]]
-        assert row["findings"] == ";".join(findings)  # thresholds applied to the unrounded values agree
+        # The CSV holds 6 decimals: a label within rounding of its threshold may go either way (a
+        # validation image scores exactly its label's Youden threshold).
+        written = set(row["findings"].split(";")) - {""}
+        for label in LABELS:
+            margin = float(row[label]) - card.thresholds[label]
+            if abs(margin) > 1e-6:
+                assert (label in written) == (margin > 0), (row["path"], label)
 
     errors = {row["path"]: row for row in _rows(tmp_path / "scores.errors.csv")}
     assert set(errors) == {"truncated.png", "empty.png"}
