@@ -3,6 +3,7 @@
 and the problem, and `on_load_failure` is called (the server entry point stops with exit 1)."""
 
 import asyncio
+import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,6 +23,8 @@ ModelLoader = Callable[[Settings], ModelRuntime]
 
 
 def load_from_settings(settings: Settings) -> ModelRuntime:
+    # pydicom (and its decoder plugins) would otherwise be imported by the first DICOM request.
+    importlib.import_module("cxr.dicom")
     return load_model_runtime(
         settings.model_dir, settings.onnx_dir, settings.ort_intra_op_threads, settings.ort_inter_op_threads
     )
