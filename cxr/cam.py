@@ -11,9 +11,13 @@ import numpy as np
 EPSILON = 1e-8
 
 
-def class_activation_maps(feature_map: np.ndarray, kernel: np.ndarray, label_indices: list[int]) -> np.ndarray:
+def class_activation_maps(
+    feature_map: np.ndarray, kernel: np.ndarray, label_indices: list[int]
+) -> np.ndarray:
     """(labels, h, w) raw maps sum_k w_kc * A_k from one (h, w, channels) feature map."""
-    return np.einsum("hwk,kc->chw", feature_map.astype(np.float32), kernel[:, label_indices].astype(np.float32))
+    return np.einsum(
+        "hwk,kc->chw", feature_map.astype(np.float32), kernel[:, label_indices].astype(np.float32)
+    )
 
 
 def normalise_heatmap(raw: np.ndarray) -> np.ndarray:

@@ -36,7 +36,9 @@ class ExportManifest(BaseModel):
     onnx_sha256: str
     head_file: str = HEAD_FILE
     head_sha256: str
-    keras_sha256: str = Field(description="sha256 of the Keras weights the ONNX was built from (= card sha256).")
+    keras_sha256: str = Field(
+        description="sha256 of the Keras weights the ONNX was built from (= card sha256)."
+    )
     input_size: int
     feature_map_shape: tuple[int, int, int] = Field(description="(h, w, channels) of the feature map output.")
     opset: int

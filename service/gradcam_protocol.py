@@ -30,7 +30,9 @@ class GradCamRequest(BaseModel):
     tensor: str = Field(description="Base64 float32 bytes of the preprocessed (size, size, 3) input.")
     shape: tuple[int, int, int]
     labels: list[str] = Field(min_length=1, description="Labels to explain, canonical names.")
-    layer: str | None = Field(default=None, description="Layer to explain at; default the card's last conv layer.")
+    layer: str | None = Field(
+        default=None, description="Layer to explain at; default the card's last conv layer."
+    )
 
 
 class GradCamResponse(BaseModel):

@@ -52,6 +52,8 @@ def onnx_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             return candidate
     out = tmp_path_factory.mktemp("onnx")
     subprocess.run(
-        [sys.executable, "-m", "export", "--model-dir", str(model_dir), "--out", str(out)], check=True, cwd=REPO
+        [sys.executable, "-m", "export", "--model-dir", str(model_dir), "--out", str(out)],
+        check=True,
+        cwd=REPO,
     )
     return out

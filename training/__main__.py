@@ -11,13 +11,16 @@ def parse_split(text: str) -> tuple[float, float, float]:
     parts = tuple(float(part) for part in text.split(","))
     if len(parts) != 3:
         raise argparse.ArgumentTypeError("--split takes three fractions, e.g. 0.6,0.2,0.2")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("--labels-csv", required=True,
-                        help="Data_Entry_2017*.csv[.gz] (official) or one-hot CSV (Image, 14 labels, PatientId)")
+    parser.add_argument(
+        "--labels-csv",
+        required=True,
+        help="Data_Entry_2017*.csv[.gz] (official) or one-hot CSV (Image, 14 labels, PatientId)",
+    )
     parser.add_argument("--images-dir", help="image folder (default: beside the CSV, incl. images_*/images/)")
     parser.add_argument("--out", required=True, help="output folder: model.keras, model_card.json, logs")
     parser.add_argument("--input-size", type=int, default=TrainConfig.input_size)
@@ -25,18 +28,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--warmup-epochs", type=int, default=TrainConfig.warmup_epochs)
-    parser.add_argument("--weights", default="none",
-                        help="backbone init: none (random), imagenet (downloads), or a weights file")
-    parser.add_argument("--teacher-csv", help="teacher probabilities (Image Index, prob_<label>) to distil from")
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="backbone init: none (random), imagenet (downloads), or a weights file",
+    )
+    parser.add_argument(
+        "--teacher-csv", help="teacher probabilities (Image Index, prob_<label>) to distil from"
+    )
     parser.add_argument("--teacher-weight", type=float, default=TrainConfig.teacher_weight)
     parser.add_argument("--mixup", type=float, default=TrainConfig.mixup_alpha, help="mixup alpha (0: off)")
     parser.add_argument("--ema", type=float, default=TrainConfig.ema_decay, help="weight EMA decay (0: off)")
     parser.add_argument("--patience", type=int, default=TrainConfig.patience)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--split", type=parse_split, default=TrainConfig.split,
-                        help="train,validation,test fractions by patient")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
-                        help="tf.distribute: mirrored = all local GPUs; multiworker = machines in TF_CONFIG")
+    parser.add_argument(
+        "--split",
+        type=parse_split,
+        default=TrainConfig.split,
+        help="train,validation,test fractions by patient",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+        help="tf.distribute: mirrored = all local GPUs; multiworker = machines in TF_CONFIG",
+    )
     parser.add_argument("--max-steps", type=int, help="steps per epoch (smoke runs)")
     parser.add_argument("--max-images", type=int, help="use only the first N images (smoke runs)")
     parser.add_argument("--name", default=TrainConfig.name)

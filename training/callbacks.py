@@ -83,8 +83,13 @@ class ValidationMonitor(keras.callbacks.Callback):
             if self.averaging:
                 self.averaging.swap()
         logs["val_mean_auroc"] = score
-        log.info("epoch %d: val_mean_auroc %.4f (best %.4f at epoch %d)", epoch + 1, score, self.best,
-                 self.best_epoch + 1)
+        log.info(
+            "epoch %d: val_mean_auroc %.4f (best %.4f at epoch %d)",
+            epoch + 1,
+            score,
+            self.best,
+            self.best_epoch + 1,
+        )
         if epoch - self.best_epoch >= self.patience:
             log.info("early stop: no improvement for %d epochs", self.patience)
             self.stopped = True

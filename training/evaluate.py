@@ -19,7 +19,7 @@ import numpy as np
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, load_model_card, save_model_card, verify_weights
 from training.data import Record, labels_matrix, read_label_table, read_teacher
-from training.evaluation import split_metrics, thresholds_for
+from training.evaluation import THRESHOLD_RULE, split_metrics, thresholds_for
 from training.import_weights import UNEVALUATED_THRESHOLD_RULE
 from training.loss import class_weights
 from training.plots import plot_class_balance, plot_roc_curves
@@ -32,10 +32,7 @@ SPLITS_FILE = "splits.csv"
 ROC_FIGURE = "roc_curves.png"
 BALANCE_FIGURE = "class_balance.png"
 SCORED_SPLITS = ("validation", "test")
-CHOSEN_THRESHOLD_RULE = (
-    "Youden's J (sensitivity + specificity - 1) maximised per label on the validation split "
-    "(chosen by training.evaluate: the weights were imported)"
-)
+CHOSEN_THRESHOLD_RULE = f"{THRESHOLD_RULE} (chosen by training.evaluate: the weights were imported)"
 
 
 class SplitsFileError(ValueError):

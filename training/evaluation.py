@@ -6,6 +6,8 @@ from cxr.labels import LABELS
 from cxr.model_card import LabelMetrics, SplitMetrics
 from training.metrics import bootstrap_auroc, per_label_auroc, youden_threshold
 
+THRESHOLD_RULE = "Youden's J (sensitivity + specificity - 1) maximised per label on the validation split"
+
 
 def thresholds_for(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """Operating threshold per label: Youden's J on the given (validation) split."""

@@ -17,7 +17,7 @@ from cxr.model_card import ModelCard, TrainingData, save_model_card, sha256_file
 from training.callbacks import ValidationMonitor, WeightAveraging
 from training.data import Record, labels_matrix, read_label_table, read_teacher
 from training.dataset import XrayBatches, load_images, model_inputs, normalisation_of
-from training.evaluation import split_metrics, thresholds_for
+from training.evaluation import THRESHOLD_RULE, split_metrics, thresholds_for
 from training.loss import class_weights, make_weighted_bce
 from training.model import LAST_CONV_LAYER, build_model
 from training.splits import SPLITS, check_no_leakage, split_by_patient
@@ -94,7 +94,9 @@ def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
     taught = 0
     for i, record in enumerate(records):
         if record.image in teacher:
-            targets[i] = (1 - config.teacher_weight) * labels[i] + config.teacher_weight * teacher[record.image]
+            targets[i] = (1 - config.teacher_weight) * labels[i] + config.teacher_weight * teacher[
+                record.image
+            ]
             taught += 1
     log.info("distillation: %d of %d training images have teacher probabilities", taught, len(records))
     return targets
@@ -183,7 +185,7 @@ def train(config: TrainConfig) -> ModelCard:
         input_size=config.input_size,
         normalisation=normalisation,
         thresholds=thresholds,
-        threshold_rule="Youden's J (sensitivity + specificity - 1) maximised per label on the validation split",
+        threshold_rule=THRESHOLD_RULE,
         last_conv_layer=LAST_CONV_LAYER,
         weights_file=WEIGHTS_FILE,
         sha256=sha256_file(weights_path),
@@ -196,11 +198,17 @@ def train(config: TrainConfig) -> ModelCard:
             seed=config.seed,
             recipe=_recipe(config, monitor),
         ),
-        metrics=[split_metrics("validation", validation_labels, validation_probabilities, bootstrap_rounds=0)],
+        metrics=[
+            split_metrics("validation", validation_labels, validation_probabilities, bootstrap_rounds=0)
+        ],
     )
     save_model_card(card, out_dir)
-    log.info("best validation mean AUROC %.4f at epoch %d; model in %s", monitor.best, monitor.best_epoch + 1,
-             out_dir)
+    log.info(
+        "best validation mean AUROC %.4f at epoch %d; model in %s",
+        monitor.best,
+        monitor.best_epoch + 1,
+        out_dir,
+    )
     return card
 
 
@@ -215,7 +223,9 @@ def write_splits(splits: dict[str, list[Record]], path: Path) -> None:
 
 def _split_rule(config: TrainConfig, records: list[Record]) -> str:
     if any(record.official_split for record in records):
-        return f"official test_list.txt; train/validation by patient from train_val_list.txt, seed {config.seed}"
+        return (
+            f"official test_list.txt; train/validation by patient from train_val_list.txt, seed {config.seed}"
+        )
     shares = "/".join(f"{round(100 * f)}" for f in config.split)
     return f"patient-level, label-stratified, seed {config.seed}: {shares} train/validation/test"
 
