@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -157,3 +158,38 @@ def wait_until_gone(pids: list[int], timeout: float = STOP_SECONDS) -> list[int]
     while (running := [pid for pid in pids if is_running(pid)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     return running
+
+
+# --- a TCP server that accepts and never answers (a hanging sidecar) ---------------------------
+
+
+@contextmanager
+def hanging_server() -> Iterator[str]:
+    """Accepts connections, reads nothing, answers nothing; yields its http URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOOPBACK, 0))
+    listener.listen(128)
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(connection)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+        for connection in held:
+            connection.close()

@@ -228,41 +228,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
 
-# --- a TCP server that accepts and never answers (a hanging sidecar) ---------------------------
-
-
-@contextmanager
-def hanging_server() -> Iterator[str]:
-    """Accepts connections, reads nothing, answers nothing; yields its http URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind((LOOPBACK, 0))
-    listener.listen(128)
-    listener.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(connection)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{LOOPBACK}:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(2)
-        listener.close()
-        for connection in held:
-            connection.close()
-
-
 # --- figures -----------------------------------------------------------------------------------
 
 # suite -> figures; filled by the tests, printed at the end of the run and written as JSON into

@@ -18,13 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from processes import LOOPBACK, ServiceProcess, free_port, start_module, stop_process, wait_until_ready
+from processes import (
+    LOOPBACK,
+    ServiceProcess,
+    free_port,
+    hanging_server,
+    start_module,
+    stop_process,
+    wait_until_ready,
+)
 from reliability_helpers import (
     RADIOGRAPH,
     LoadGenerator,
     Outcome,
     api_environment,
-    hanging_server,
     percentile,
     post_radiograph,
     record,

@@ -1,16 +1,14 @@
 """Fixtures of the API tests: settings from a dict (never os.environ), an app served by
 TestClient with its lifespan, the real exported model loaded once, real refused/hanging ports."""
 
-import socket
-import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from api_helpers import MakeSettings, Serve, served
 from fastapi.testclient import TestClient
-from processes import LOOPBACK, free_port
+from processes import LOOPBACK, free_port, hanging_server
 
 from service.api.app import create_app
 from service.api.model_runtime import ModelRuntime, load_model_runtime
@@ -70,38 +68,6 @@ def client(serve: Serve, make_settings: MakeSettings) -> Iterator[TestClient]:
 def radiograph_png() -> bytes:
     """A real NIH radiograph, 1024 x 1024 8-bit greyscale PNG."""
     return RADIOGRAPH.read_bytes()
-
-
-@contextmanager
-def hanging_server() -> Iterator[str]:
-    """A TCP server that accepts connections and never answers; yields its http URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind((LOOPBACK, 0))
-    listener.listen(64)
-    listener.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(connection)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{LOOPBACK}:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(2)
-        listener.close()
-        for connection in held:
-            connection.close()
 
 
 @pytest.fixture
