@@ -2,7 +2,6 @@
 corrupt file, a CSV input, resuming an interrupted run, and a foreign output file."""
 
 import csv
-import io
 import json
 import shutil
 from pathlib import Path
@@ -10,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from dicom_factory import make_dicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cxr.labels import LABELS
 from cxr.model_card import load_model_card
@@ -22,26 +20,9 @@ from service import batch
 
 
 def _dicom_bytes(png: Path) -> bytes:
-    """The PNG's 8-bit pixels as an uncompressed MONOCHROME2 DICOM file."""
+    """The PNG's 8-bit pixels as an uncompressed 16-bit MONOCHROME2 DICOM file."""
     pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint16) * 257  # 8 -> 16 bits, same image
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = SecondaryCaptureImageStorage
-    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "DX"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.BitsAllocated = dataset.BitsStored = 16
-    dataset.HighBit = 15
-    dataset.PixelRepresentation = 0
-    dataset.PixelData = pixels.tobytes()
-    out = io.BytesIO()
-    dataset.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    return make_dicom(pixels, bits_stored=16)
 
 
 @pytest.fixture()
