@@ -12,7 +12,7 @@ API_PORT ?= 8000
 GRADCAM_PORT ?= 8001
 export API_PORT GRADCAM_PORT
 
-.PHONY: install lock run test lint train train-smoke evaluate export export-int8 bench loadtest soak chaos audit browser clean
+.PHONY: install lock run test lint train evaluate export export-int8 clean
 
 install: $(VENV)/.installed
 
