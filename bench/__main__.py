@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,21 @@ class BareOnnx:
         return self.session.run(["probabilities"], {"input": tensor[None]})[0]
 
 
-def bare_latency_ms(bare: BareOnnx, image: bytes, repeats: int) -> list[float]:
-    """decode + preprocess + onnxruntime, one image at a time, in this process."""
-    for _ in range(3):
-        bare.score(image)
+def timed_ms(call: Callable[[], object], repeats: int, warm_up: int = 3) -> list[float]:
+    """Milliseconds of each of `repeats` calls, after `warm_up` untimed ones."""
+    for _ in range(warm_up):
+        call()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        bare.score(image)
+        call()
         times.append((time.perf_counter() - started) * 1000.0)
     return times
+
+
+def bare_latency_ms(bare: BareOnnx, image: bytes, repeats: int) -> list[float]:
+    """decode + preprocess + onnxruntime, one image at a time, in this process."""
+    return timed_ms(lambda: bare.score(image), repeats)
 
 
 def int8_comparison(
@@ -89,13 +95,7 @@ def int8_comparison(
     for name, int8 in (("fp32", False), ("int8", True)):
         scorer = OnnxScorer(model_dir, onnx_dir, int8=int8, threads=threads)
         tensor = scorer.preprocess(image)[None]
-        for _ in range(3):
-            scorer.predict(tensor)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            scorer.predict(tensor)
-            times.append((time.perf_counter() - started) * 1000.0)
+        times = timed_ms(lambda scorer=scorer, tensor=tensor: scorer.predict(tensor), repeats)
         result[f"{name}_p50_ms"] = round(statistics.median(times), 2)
     result["speedup"] = round(result["fp32_p50_ms"] / result["int8_p50_ms"], 3)
     result["auroc_fp32"] = quantization.auroc_fp32
