@@ -36,6 +36,7 @@ MAX_WHITE_FRACTION = 0.5
 # A document: the most common grey level is light (paper) and many pixels are sharp edges (ink).
 # NIH images have at most 6.5% edge pixels; a scanned page 20%.
 DOCUMENT_PAPER_LEVEL = 0.7
+PAPER_LEVELS = 20  # grey levels of the histogram whose most common level is the paper's
 DOCUMENT_MIN_EDGES = 0.10
 EDGE_STEP = 0.1  # a gradient magnitude above this (in [0, 1] units per pixel at 256 px) is an edge
 # Frontal layout, at 64 px: the spine and mediastinum make the central vertical strip brighter
@@ -66,10 +67,14 @@ class ImageStatistics:
 def image_statistics(image: DecodedImage) -> ImageStatistics:
     """Measure `image` (greyscale pixels in [0, 1]) for the out-of-distribution checks."""
     step = max(1, int(np.sqrt(image.pixels.size / CONTRAST_SAMPLES)))
-    contrast = float(image.pixels[::step, ::step].std(dtype=np.float64))
+    # In float32: numpy's pairwise sums keep 7 digits here, and a float64 copy of the
+    # full-resolution image cost more than all the statistics at 256 px together.
+    contrast = float(image.pixels[::step, ::step].std())
     pixels = resize_grey(image.pixels, ANALYSIS_SIZE).astype(np.float64)
-    gradient = np.hypot(np.diff(pixels, axis=0)[:, :-1], np.diff(pixels, axis=1)[:-1, :])
-    histogram, _ = np.histogram(pixels, bins=20, range=(0.0, 1.0))
+    down, right = np.diff(pixels, axis=0)[:, :-1], np.diff(pixels, axis=1)[:-1, :]
+    gradient = np.sqrt(down**2 + right**2)  # not np.hypot: slower, and [0, 1] steps cannot overflow
+    # The most common of 20 grey levels; 1.0 (and resampling's rounding above it) is the top level.
+    levels = np.minimum(pixels * PAPER_LEVELS, PAPER_LEVELS - 1).astype(np.intp)
     layout = resize_grey(image.pixels, LAYOUT_SIZE).astype(np.float64)
     return ImageStatistics(
         chroma=image.chroma,
@@ -77,7 +82,7 @@ def image_statistics(image: DecodedImage) -> ImageStatistics:
         neighbour_correlation=_correlation(pixels[:, :-1], pixels[:, 1:]),
         fine_detail=float(gradient.mean()) / max(float(pixels.std()), 1e-6),
         white_fraction=float(np.mean(pixels > 0.9)),
-        paper_level=float(np.argmax(histogram)) / len(histogram),
+        paper_level=float(np.argmax(np.bincount(levels.ravel(), minlength=PAPER_LEVELS))) / PAPER_LEVELS,
         edge_fraction=float(np.mean(gradient > EDGE_STEP)),
         midline=_midline_brightness(layout),
         symmetry=_mirror_symmetry(layout),
@@ -129,5 +134,11 @@ def _mirror_symmetry(layout: np.ndarray) -> float:
     height, width = layout.shape
     band = layout[int(height * 0.2) : int(height * 0.8)]
     inner = width - 2 * MAX_SHIFT  # a window of this width around each candidate axis
-    windows = (band[:, start : start + inner] for start in range(2 * MAX_SHIFT + 1))
-    return max(_correlation(window, window[:, ::-1]) for window in windows)
+    windows = np.lib.stride_tricks.sliding_window_view(band, inner, axis=1).transpose(1, 0, 2)
+    centred = windows - windows.mean(axis=(1, 2), keepdims=True)
+    # All windows at once. A mirror image has the same mean and variance as the window, so the
+    # Pearson correlation is the mean product over the variance (0 for a constant window).
+    variance = np.mean(centred**2, axis=(1, 2))
+    products = np.mean(centred * centred[:, :, ::-1], axis=(1, 2))
+    correlations = np.where(variance > 1e-12, products / np.maximum(variance, 1e-12), 0.0)
+    return float(correlations.max())
