@@ -12,7 +12,7 @@ from service.api.limits import BodyLimitMiddleware
 from service.api.openapi_docs import install_openapi
 from service.api.problems import install_problem_handlers, internal_error_answer
 from service.api.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
-from service.api.routes import health, metrics, model, page, predict
+from service.api.routes import docs, health, metrics, model, page, predict
 from service.api.security_headers import SecurityHeadersMiddleware
 from service.api.settings import Settings, get_settings
 from service.api.state import ServiceState
@@ -73,6 +73,8 @@ def create_app(
         lifespan=make_lifespan(loader, on_load_failure),
         middleware=middleware,
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # /docs and /redoc are routes.docs: their files served from here, no CDN
+        redoc_url=None,
     )
     app.state.service = state
     app.dependency_overrides[get_settings] = lambda: settings
@@ -85,6 +87,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(page.router)
+    app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR, check_dir=False), name="static")
+    app.mount(docs.ASSETS_PATH, StaticFiles(directory=docs.ASSETS_DIR), name="docs-static")
     install_openapi(app)
     return app

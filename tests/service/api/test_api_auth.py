@@ -66,7 +66,10 @@ def test_auth_is_checked_before_the_body_is_read(secured: TestClient) -> None:
     assert_problem(response, 401)
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"])
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/docs/static/swagger-ui.css"],
+)
 def test_operational_routes_need_no_key(secured: TestClient, path: str) -> None:
     assert secured.get(path).status_code == 200
 
