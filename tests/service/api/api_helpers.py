@@ -19,6 +19,7 @@ MakeSettings = Callable[..., Settings]  # the make_settings fixture: make_settin
 Serve = Callable[[Settings], AbstractContextManager[TestClient]]  # the serve fixture
 
 LOAD_SECONDS = 120.0
+BROWSER_API_KEY = "page-test-key-7f3a9c"  # the key of the live API of the browser tests (api_url)
 
 
 @contextmanager

@@ -2,112 +2,33 @@
 
 One real API process (`python -m service.api`, real model, API key configured, no Grad-CAM sidecar
 so heatmaps come from the CAM fast path with a warning) serves the page; each test gets a fresh
-browser context. Skips where /usr/bin/chromium is absent; CI installs it (.ci/run).
+browser context (fixtures api_url, page and page_errors of conftest.py). Skips where
+/usr/bin/chromium is absent; CI installs it (.ci/run).
 """
 
 import base64
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from api_helpers import BROWSER_API_KEY
 from PIL import Image
-from processes import LOOPBACK, free_port, running_module, wait_until_ready
 
 from cxr.labels import LABELS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-API_KEY = "page-test-key-7f3a9c"
-API_START_SECONDS = 180.0
-UI_TIMEOUT_MS = 90_000  # a prediction with 14 heatmaps on 2 busy cores
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 RADIOGRAPH = FIXTURES / "00000001_000.png"
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def api_url(
-    chromium: Path, model_dir: Path, onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """Base URL of a ready API; nothing listens at its GRADCAM_URL, so heatmaps fall back to CAM."""
-    port = free_port()
-    env = {
-        "MODEL_DIR": str(model_dir),
-        "ONNX_DIR": str(onnx_dir),
-        "API_HOST": LOOPBACK,
-        "API_PORT": str(port),
-        "GRADCAM_URL": f"http://{LOOPBACK}:{free_port()}",
-        "API_KEYS": API_KEY,
-        "LOG_FORMAT": "text",
-    }
-    base_url = f"http://{LOOPBACK}:{port}"
-    with running_module("service.api", env, tmp_path_factory.mktemp("page-api-logs"), base_url) as api:
-        wait_until_ready(f"{base_url}/readyz", api, timeout=API_START_SECONDS)
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: Path) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser: Any, api_url: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, base_url=api_url)
-    page = context.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        yield page
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def page_errors(page: Any) -> list[str]:
-    """JavaScript errors and Content-Security-Policy violations the page reports (should stay empty)."""
-    errors: list[str] = []
-
-    def on_console(message: Any) -> None:
-        if "Content Security Policy" in message.text or "Refused to" in message.text:
-            errors.append(f"console: {message.text}")
-
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page.on("console", on_console)
-    return errors
-
-
 # Page scripts are given as arrow functions: Playwright polls a bare expression with eval(), which
 # the page's CSP (no 'unsafe-eval') refuses.
-def open_page(page: Any, key: str | None = API_KEY) -> None:
+def open_page(page: Any, key: str | None = BROWSER_API_KEY) -> None:
     page.goto("/")
     page.wait_for_function("() => document.body.dataset.state === 'idle'")
     if key is not None:
@@ -296,7 +217,7 @@ def test_dropped_file_without_key_asks_for_it_then_works(page: Any, page_errors:
     assert page.inner_text("#error-title") == answer.value.json()["title"]
     assert page.evaluate("() => document.activeElement.id") == "api-key"
 
-    page.keyboard.type(API_KEY)
+    page.keyboard.type(BROWSER_API_KEY)
     page.click("#analyse")
     wait_for_state(page, "done")
     assert page.locator("#probabilities .prob-row").count() == len(LABELS)
@@ -305,7 +226,7 @@ def test_dropped_file_without_key_asks_for_it_then_works(page: Any, page_errors:
     # The key stays for this tab only (sessionStorage), so a reload keeps it.
     page.reload()
     page.wait_for_function("() => document.body.dataset.state === 'idle'")
-    assert page.input_value("#api-key") == API_KEY
+    assert page.input_value("#api-key") == BROWSER_API_KEY
     assert page_errors == []
 
 
