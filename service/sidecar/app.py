@@ -59,7 +59,11 @@ def create_app(
             loading.cancel()
             state.worker.shutdown()
 
-    app = FastAPI(title="CXR Grad-CAM sidecar", version="1.0.0", lifespan=lifespan)
+    # An internal service: its schema stays at /openapi.json, but no docs pages, which would
+    # load Swagger UI from a CDN that offline hospital networks cannot reach.
+    app = FastAPI(
+        title="CXR Grad-CAM sidecar", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     add_problem_handlers(app)
     app.include_router(gradcam_router)
     app.include_router(health_router)

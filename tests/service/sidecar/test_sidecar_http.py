@@ -32,6 +32,13 @@ def test_readyz_names_the_served_weights(sidecar_client: httpx.Client, card: Mod
     assert sidecar_client.get("/healthz").json() == {"status": "ok"}
 
 
+def test_no_docs_pages_only_the_schema(sidecar_client: httpx.Client) -> None:
+    """The docs pages would load Swagger UI from a CDN; the schema itself stays available."""
+    assert sidecar_client.get("/docs").status_code == 404
+    assert sidecar_client.get("/redoc").status_code == 404
+    assert GRADCAM_PATH in sidecar_client.get("/openapi.json").json()["paths"]
+
+
 def test_maps_have_feature_map_shape_and_range(
     sidecar_client: httpx.Client, fixture_inputs: dict[str, np.ndarray], card: ModelCard
 ) -> None:
