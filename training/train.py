@@ -32,13 +32,13 @@ class TrainConfig:
     out_dir: str
     images_dir: str | None = None
     input_size: int = 128
-    epochs: int = 60
+    epochs: int = 90
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_epochs: int = 2
     weights: str | None = None  # None (random), "imagenet" or a backbone weights file
     teacher_csv: str | None = None
-    teacher_weight: float = 0.7  # target = (1 - w) * label + w * teacher probability
+    teacher_weight: float = 0.9  # target = (1 - w) * label + w * teacher probability
     mixup_alpha: float = 0.0
     ema_decay: float = 0.99
     patience: int = 20
@@ -48,7 +48,7 @@ class TrainConfig:
     max_steps: int | None = None  # per epoch, for smoke runs
     max_images: int | None = None  # for smoke runs
     name: str = "chexnet-densenet121"
-    version: str = "1.0.0"
+    version: str = "1.1.0"
     checkpoint_dir: str | None = None
 
 
