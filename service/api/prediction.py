@@ -6,7 +6,6 @@ rendering, and builds the response. Heatmap trouble is a warning, never an error
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -29,9 +28,6 @@ from service.api.sidecar_client import SidecarUnavailable
 from service.api.state import ServiceState
 
 Engine = Literal["tensorflow", "cam"]
-# With OOD_MODE=warn the guard's statistics (numpy/Pillow, which release the GIL) run in one of
-# these threads while the request's own thread preprocesses and runs onnxruntime.
-_GUARD_POOL = ThreadPoolExecutor(thread_name_prefix="ood-guard")
 
 
 @dataclass(frozen=True)
@@ -50,18 +46,14 @@ def analyse(state: ServiceState, runtime: ModelRuntime, request: PredictionReque
     decoded = decode_image(request.image, settings.max_pixels)
     height, width = decoded.pixels.shape
     size = check_heatmap_size(request.size, runtime.input_size, (height, width), settings.heatmap_max_size)
-    if settings.ood_mode == "refuse":  # checked first: a refused image costs no inference
-        reasons = out_of_distribution_reasons(decoded)
-        if reasons:
-            raise Problem(
-                422,
-                "the image does not look like a frontal chest X-ray: " + "; ".join(reasons),
-                slug="out-of-distribution",
-                title="Not a chest X-ray",
-            )
-        guard = None
-    else:  # only warnings: the guard runs beside preprocessing and inference
-        guard = _GUARD_POOL.submit(out_of_distribution_reasons, decoded)
+    reasons = out_of_distribution_reasons(decoded)
+    if reasons and settings.ood_mode == "refuse":
+        raise Problem(
+            422,
+            "the image does not look like a frontal chest X-ray: " + "; ".join(reasons),
+            slug="out-of-distribution",
+            title="Not a chest X-ray",
+        )
     tensor = runtime.preprocess(decoded.pixels)
     overlay = request.spec.wanted and request.style is HeatmapStyle.OVERLAY
     background = resize_grey(decoded.pixels, size) if overlay else None
@@ -69,8 +61,6 @@ def analyse(state: ServiceState, runtime: ModelRuntime, request: PredictionReque
     started = time.perf_counter()
     prediction = runtime.predict(tensor)
     metrics.inference_seconds.observe(time.perf_counter() - started)
-    if guard is not None:
-        reasons = guard.result()
     return Analysis(prediction.probabilities, prediction.feature_map, tensor, background, size, reasons)
 
 
