@@ -109,11 +109,11 @@ async def predict(state: ServiceState, runtime: ModelRuntime, request: Predictio
         state, runtime, analysis, request.spec.select(analysis.probabilities)
     )
     warnings += heatmap_warnings
-    heatmaps: dict[str, str] = {}
-    if maps:  # (no worker thread to render nothing)
-        heatmaps = await anyio.to_thread.run_sync(
-            partial(render_all, maps, analysis, request.style), limiter=state.render_limiter
-        )
+    # Also when there is nothing to render: this await is the first cancellation point after the
+    # (uncancellable) analysis, where REQUEST_TIMEOUT_SECONDS turns a late prediction into a 503.
+    heatmaps = await anyio.to_thread.run_sync(
+        partial(render_all, maps, analysis, request.style), limiter=state.render_limiter
+    )
     if engine is not None:
         state.metrics.heatmap_responses.labels(engine).inc()
     card = runtime.card
