@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy",
         choices=("default", "mirrored", "multiworker"),
-        default="default",
+        default=TrainConfig.strategy,
         help="tf.distribute: mirrored = all local GPUs; multiworker = machines in TF_CONFIG",
     )
     parser.add_argument("--max-steps", type=int, help="steps per epoch (smoke runs)")
