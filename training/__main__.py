@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainConfig.strategy,
         help="tf.distribute: mirrored = all local GPUs; multiworker = machines in TF_CONFIG",
     )
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="final fit on train + validation for exactly --epochs (recipe already chosen on validation)",
+    )
     parser.add_argument("--max-steps", type=int, help="steps per epoch (smoke runs)")
     parser.add_argument("--max-images", type=int, help="use only the first N images (smoke runs)")
     parser.add_argument("--name", default=TrainConfig.name)
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         version=args.version,
         checkpoint_dir=args.checkpoint_dir,
+        refit=args.refit,
     )
     train(config)
     return 0

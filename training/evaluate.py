@@ -108,15 +108,14 @@ def class_balance(train_labels: np.ndarray) -> dict[str, dict[str, float]]:
 def predict(
     model_dir: Path, card: ModelCard, splits: dict[str, list[Record]], batch_size: int
 ) -> dict[str, ScoredSplit]:
-    """Probabilities for the validation and test records, through the training input path."""
+    """Probabilities for the records of each given split, through the training input path."""
     import keras  # TensorFlow loads only once the inputs are known to be good
 
     from training.dataset import load_images, model_inputs
 
     model = keras.models.load_model(verify_weights(card, model_dir), compile=False)
     scored = {}
-    for name in SCORED_SPLITS:
-        records = splits[name]
+    for name, records in splits.items():
         inputs = model_inputs(load_images(records, card.input_size), card.normalisation)
         # Eager calls, not model.predict: tracing the predict graph costs more than a few hundred
         # images take to score, and it was traced again for the second split.
@@ -141,10 +140,14 @@ def evaluate(config: EvaluateConfig) -> Report:
     verify_weights(card, model_dir)  # fail before the slow part
     records = read_label_table(config.labels_csv, config.images_dir)
     splits = read_splits(model_dir / SPLITS_FILE, records)
-    for name in SCORED_SPLITS:
+    # A refit's validation images are training images: its splits.csv has no validation rows.
+    needed = {config.split} | ({"validation"} if card.threshold_rule == UNEVALUATED_THRESHOLD_RULE else set())
+    for name in sorted(needed):
         if not splits[name]:
             raise SplitsFileError(f"{model_dir / SPLITS_FILE}: the {name} split is empty")
-    scored = predict(model_dir, card, splits, config.batch_size)
+    scored = predict(
+        model_dir, card, {name: splits[name] for name in SCORED_SPLITS if splits[name]}, config.batch_size
+    )
     if card.threshold_rule == UNEVALUATED_THRESHOLD_RULE:
         # Imported weights come with placeholder thresholds; choose them as training does, on validation.
         validation = scored["validation"]

@@ -17,7 +17,7 @@ from cxr.model_card import ModelCard, TrainingData, save_model_card, sha256_file
 from training.callbacks import ValidationMonitor, WeightAveraging
 from training.data import Record, labels_matrix, read_label_table, read_teacher
 from training.dataset import XrayBatches, load_images, model_inputs, normalisation_of
-from training.evaluation import THRESHOLD_RULE, split_metrics, thresholds_for
+from training.evaluation import REFIT_THRESHOLD_RULE, THRESHOLD_RULE, split_metrics, thresholds_for
 from training.loss import class_weights, make_weighted_bce
 from training.model import LAST_CONV_LAYER, build_model
 from training.splits import SPLITS, check_no_leakage, split_by_patient
@@ -50,6 +50,9 @@ class TrainConfig:
     name: str = "chexnet-densenet121"
     version: str = "1.1.0"
     checkpoint_dir: str | None = None
+    # Final fit: fold the validation split into training and train exactly `epochs` epochs (no early
+    # stopping), for a recipe already chosen on validation. Thresholds are then chosen in-sample.
+    refit: bool = False
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -113,6 +116,8 @@ def train(config: TrainConfig) -> ModelCard:
     if config.max_images:
         records = records[: config.max_images]
     splits = make_splits(records, config)
+    if config.refit:
+        splits = {"train": splits["train"] + splits["validation"], "validation": [], "test": splits["test"]}
     write_splits(splits, out_dir / "splits.csv")
     log.info("split sizes: %s", {name: len(part) for name, part in splits.items()})
 
@@ -149,14 +154,18 @@ def train(config: TrainConfig) -> ModelCard:
         )
 
     averaging = WeightAveraging(config.ema_decay) if config.ema_decay > 0 else None
-    best_path = checkpoint_dir / "best.keras"
-    validation_inputs = model_inputs(images["validation"], normalisation)
-    validation_labels = labels_matrix(splits["validation"])
-    monitor = ValidationMonitor(validation_inputs, validation_labels, best_path, config.patience, averaging)
     callbacks: list[keras.callbacks.Callback] = [averaging] if averaging else []
+    monitor = None
+    if not config.refit:
+        validation_inputs = model_inputs(images["validation"], normalisation)
+        validation_labels = labels_matrix(splits["validation"])
+        monitor = ValidationMonitor(
+            validation_inputs, validation_labels, checkpoint_dir / "best.keras", config.patience, averaging
+        )
+        callbacks.append(monitor)
     log_path = out_dir / "training_log.csv"
     log_path.unlink(missing_ok=True)
-    callbacks += [monitor, keras.callbacks.CSVLogger(str(log_path), append=True)]
+    callbacks.append(keras.callbacks.CSVLogger(str(log_path), append=True))
     for epoch in range(config.epochs):
         inputs, epoch_targets = batches.epoch_arrays()
         model.fit(
@@ -169,14 +178,23 @@ def train(config: TrainConfig) -> ModelCard:
             callbacks=callbacks,
             verbose=1 if _interactive() else 2,
         )
-        if monitor.stopped:
+        if monitor and monitor.stopped:
             break
 
-    best = keras.models.load_model(best_path, compile=False)
     weights_path = out_dir / WEIGHTS_FILE
-    best.save(weights_path)
-    validation_probabilities = best.predict(validation_inputs, batch_size=32, verbose=0)
-    thresholds = thresholds_for(validation_labels, validation_probabilities)
+    if monitor:
+        final = keras.models.load_model(monitor.checkpoint, compile=False)
+        chosen_on, chosen_labels = validation_inputs, validation_labels
+        threshold_rule = THRESHOLD_RULE
+    else:
+        if averaging:
+            averaging.swap()  # ship the averaged weights, as the monitor would have
+        final = model
+        chosen_on, chosen_labels = model_inputs(images["train"], normalisation), train_labels
+        threshold_rule = REFIT_THRESHOLD_RULE
+    final.save(weights_path)
+    chosen_probabilities = final.predict(chosen_on, batch_size=32, verbose=0)
+    thresholds = thresholds_for(chosen_labels, chosen_probabilities)
     card = ModelCard(
         name=config.name,
         version=config.version,
@@ -185,7 +203,7 @@ def train(config: TrainConfig) -> ModelCard:
         input_size=config.input_size,
         normalisation=normalisation,
         thresholds=thresholds,
-        threshold_rule=THRESHOLD_RULE,
+        threshold_rule=threshold_rule,
         last_conv_layer=LAST_CONV_LAYER,
         weights_file=WEIGHTS_FILE,
         sha256=sha256_file(weights_path),
@@ -198,17 +216,15 @@ def train(config: TrainConfig) -> ModelCard:
             seed=config.seed,
             recipe=_recipe(config, monitor),
         ),
-        metrics=[
-            split_metrics("validation", validation_labels, validation_probabilities, bootstrap_rounds=0)
-        ],
+        # A refit has no held-out validation images; its test metrics come from `python -m training.evaluate`.
+        metrics=[split_metrics("validation", chosen_labels, chosen_probabilities, bootstrap_rounds=0)]
+        if monitor
+        else [],
     )
     save_model_card(card, out_dir)
-    log.info(
-        "best validation mean AUROC %.4f at epoch %d; model in %s",
-        monitor.best,
-        monitor.best_epoch + 1,
-        out_dir,
-    )
+    if monitor:
+        log.info("best validation mean AUROC %.4f at epoch %d", monitor.best, monitor.best_epoch + 1)
+    log.info("model in %s", out_dir)
     return card
 
 
@@ -223,21 +239,26 @@ def write_splits(splits: dict[str, list[Record]], path: Path) -> None:
 
 def _split_rule(config: TrainConfig, records: list[Record]) -> str:
     if any(record.official_split for record in records):
-        return (
+        rule = (
             f"official test_list.txt; train/validation by patient from train_val_list.txt, seed {config.seed}"
         )
-    shares = "/".join(f"{round(100 * f)}" for f in config.split)
-    return f"patient-level, label-stratified, seed {config.seed}: {shares} train/validation/test"
+    else:
+        shares = "/".join(f"{round(100 * f)}" for f in config.split)
+        rule = f"patient-level, label-stratified, seed {config.seed}: {shares} train/validation/test"
+    return rule + ("; refit: validation folded into train" if config.refit else "")
 
 
-def _recipe(config: TrainConfig, monitor: ValidationMonitor) -> dict[str, str | int | float | bool | None]:
+def _recipe(
+    config: TrainConfig, monitor: ValidationMonitor | None
+) -> dict[str, str | int | float | bool | None]:
     recipe: dict[str, str | int | float | bool | None] = {
         key: value
         for key, value in asdict(config).items()
         if key not in ("labels_csv", "out_dir", "images_dir", "checkpoint_dir", "name", "version", "split")
     }
-    recipe["best_epoch"] = monitor.best_epoch + 1
-    recipe["best_validation_mean_auroc"] = round(monitor.best, 4)
+    if monitor:
+        recipe["best_epoch"] = monitor.best_epoch + 1
+        recipe["best_validation_mean_auroc"] = round(monitor.best, 4)
     return recipe
 
 

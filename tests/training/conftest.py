@@ -7,6 +7,7 @@ once (session scope); tests that change a model folder work on a copy.
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,14 +35,30 @@ def run_module(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-@pytest.fixture(scope="session")
-def smoke_model(nih_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model folder from `python -m training` on 40 NIH images at 32 px, one step. Do not modify it."""
-    out = tmp_path_factory.mktemp("smoke-model")
+def smoke_training(nih_data: Path, out: Path, *extra: str) -> Path:
+    """`python -m training` on 40 NIH images at 32 px, one step per epoch; `extra` options win."""
     run_module(
-        "training", "--labels-csv", str(nih_data / "images_labels.csv"), "--out", str(out), *SMOKE_ARGS
+        "training",
+        "--labels-csv",
+        str(nih_data / "images_labels.csv"),
+        "--out",
+        str(out),
+        *SMOKE_ARGS,
+        *extra,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_model(nih_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder from one smoke training run. Do not modify it."""
+    return smoke_training(nih_data, tmp_path_factory.mktemp("smoke-model"))
+
+
+@pytest.fixture
+def train_smoke(nih_data: Path) -> Callable[..., Path]:
+    """Another smoke training run, with extra options: `train_smoke(out, "--refit", ...)`."""
+    return lambda out, *extra: smoke_training(nih_data, out, *extra)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """`python -m training.evaluate`: splits.csv handling, and a run on the session's smoke model."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 
 from cxr.labels import LABELS
-from cxr.model_card import load_model_card, verify_weights
+from cxr.model_card import load_model_card, save_model_card, verify_weights
 from training.data import read_label_table
 from training.evaluate import SplitsFileError, class_balance, main, read_splits
+from training.import_weights import UNEVALUATED_THRESHOLD_RULE
 from training.splits import PatientLeakageError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -107,6 +109,59 @@ def test_evaluate_writes_the_report_and_updates_the_card(
     test_metrics = card.metrics_for("test")
     assert test_metrics is not None and test_metrics.n_images == n_test
     assert test_metrics.mean_auroc_ci_low is not None  # bootstrap intervals were computed
+
+
+def fold_validation_into_train(model_dir: Path) -> None:
+    """Rewrite splits.csv the way a refit writes it: no validation rows."""
+    path = model_dir / "splits.csv"
+    with open(path, newline="") as handle:
+        rows = [
+            {**row, "split": "train" if row["split"] == "validation" else row["split"]}
+            for row in csv.DictReader(handle)
+        ]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["Image", "PatientId", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_refit_on_its_test_split_only(
+    smoke_copy: Path, nih_data: Path, tmp_path: Path
+) -> None:
+    fold_validation_into_train(smoke_copy)
+    card = load_model_card(smoke_copy)
+    save_model_card(card.model_copy(update={"metrics": []}), smoke_copy)  # as a refit's card has
+    labels_csv = str(nih_data / "images_labels.csv")
+    assert (
+        main(
+            [
+                "--model-dir",
+                str(smoke_copy),
+                "--labels-csv",
+                labels_csv,
+                "--bootstrap",
+                "0",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert list(report["metrics"]) == ["test"] and report["data"]["n_images"]["validation"] == 0
+    assert [m.split for m in load_model_card(smoke_copy).metrics] == ["test"]
+    with pytest.raises(SplitsFileError, match="the validation split is empty"):
+        main(["--model-dir", str(smoke_copy), "--labels-csv", labels_csv, "--split", "validation"])
+
+
+@pytest.mark.slow
+def test_placeholder_thresholds_need_a_validation_split(smoke_copy: Path, nih_data: Path) -> None:
+    fold_validation_into_train(smoke_copy)
+    card = load_model_card(smoke_copy)
+    save_model_card(card.model_copy(update={"threshold_rule": UNEVALUATED_THRESHOLD_RULE}), smoke_copy)
+    with pytest.raises(SplitsFileError, match="the validation split is empty"):
+        main(["--model-dir", str(smoke_copy), "--labels-csv", str(nih_data / "images_labels.csv")])
 
 
 @pytest.mark.slow

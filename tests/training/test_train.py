@@ -1,6 +1,7 @@
 """Training: official-list splits, distillation targets, and one smoke run's outputs."""
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,34 @@ def test_smoke_run_logs_the_validation_auroc(smoke_model: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and "val_mean_auroc" in rows[0] and "loss" in rows[0]
     assert np.isfinite(float(rows[0]["loss"]))
+
+
+@pytest.mark.slow
+def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
+    smoke_model: Path, train_smoke: Callable[..., Path], tmp_path: Path
+) -> None:
+    from cxr.model_card import load_model_card, verify_weights
+    from training.evaluation import REFIT_THRESHOLD_RULE
+
+    train_smoke(tmp_path, "--epochs", "2", "--refit")
+
+    def rows(folder: Path) -> dict[str, set[str]]:
+        with open(folder / "splits.csv", newline="") as handle:
+            found: dict[str, set[str]] = {"train": set(), "validation": set(), "test": set()}
+            for row in csv.DictReader(handle):
+                found[row["split"]].add(row["Image"])
+        return found
+
+    refit, held_out = rows(tmp_path), rows(smoke_model)
+    assert refit["train"] == held_out["train"] | held_out["validation"]
+    assert refit["validation"] == set()
+    assert refit["test"] == held_out["test"]  # the same seed holds out the same patients
+
+    card = load_model_card(tmp_path)
+    verify_weights(card, tmp_path)
+    assert card.training.n_train == len(refit["train"]) and card.training.n_validation == 0
+    assert card.threshold_rule == REFIT_THRESHOLD_RULE and set(card.thresholds) == set(LABELS)
+    assert card.training.recipe["refit"] is True and "best_epoch" not in card.training.recipe
+    assert card.metrics == []  # no held-out validation to report
+    with open(tmp_path / "training_log.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]  # every epoch, no early stop
