@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="final fit on train + validation for exactly --epochs (recipe already chosen on validation)",
     )
+    parser.add_argument(
+        "--thresholds-from",
+        metavar="MODEL_DIR",
+        help="needed by --refit: the model folder of the recipe's validation run, whose thresholds it adopts",
+    )
     parser.add_argument("--max-steps", type=int, help="steps per epoch (smoke runs)")
     parser.add_argument("--max-images", type=int, help="use only the first N images (smoke runs)")
     parser.add_argument("--name", default=TrainConfig.name)
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         version=args.version,
         checkpoint_dir=args.checkpoint_dir,
         refit=args.refit,
+        thresholds_from=args.thresholds_from,
     )
     train(config)
     return 0

@@ -7,10 +7,6 @@ from cxr.model_card import LabelMetrics, SplitMetrics
 from training.metrics import bootstrap_auroc, per_label_auroc, youden_threshold
 
 THRESHOLD_RULE = "Youden's J (sensitivity + specificity - 1) maximised per label on the validation split"
-REFIT_THRESHOLD_RULE = (
-    "Youden's J (sensitivity + specificity - 1) maximised per label on the refit's own training images "
-    "(train + validation; in-sample, since a refit leaves no validation split)"
-)
 
 
 def thresholds_for(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:

@@ -13,17 +13,28 @@ import numpy as np
 import tensorflow as tf
 
 from cxr.labels import LABELS
-from cxr.model_card import ModelCard, TrainingData, save_model_card, sha256_file
+from cxr.model_card import ModelCard, TrainingData, load_model_card, save_model_card, sha256_file
 from training.callbacks import ValidationMonitor, WeightAveraging
 from training.data import Record, labels_matrix, read_label_table, read_teacher
 from training.dataset import XrayBatches, load_images, model_inputs, normalisation_of
-from training.evaluation import REFIT_THRESHOLD_RULE, THRESHOLD_RULE, split_metrics, thresholds_for
+from training.evaluation import THRESHOLD_RULE, split_metrics, thresholds_for
 from training.loss import class_weights, make_weighted_bce
 from training.model import LAST_CONV_LAYER, build_model
 from training.splits import SPLITS, check_no_leakage, split_by_patient
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.keras"
+# TrainConfig fields that say where things are, not how the model was trained.
+NOT_RECIPE = (
+    "labels_csv",
+    "out_dir",
+    "images_dir",
+    "checkpoint_dir",
+    "thresholds_from",
+    "name",
+    "version",
+    "split",
+)
 
 
 @dataclass
@@ -48,11 +59,13 @@ class TrainConfig:
     max_steps: int | None = None  # per epoch, for smoke runs
     max_images: int | None = None  # for smoke runs
     name: str = "chexnet-densenet121"
-    version: str = "1.1.0"
+    version: str = "1.2.0"
     checkpoint_dir: str | None = None
     # Final fit: fold the validation split into training and train exactly `epochs` epochs (no early
-    # stopping), for a recipe already chosen on validation. Thresholds are then chosen in-sample.
+    # stopping), for a recipe already chosen on validation.
     refit: bool = False
+    # A refit's thresholds: those of this model folder, the recipe's validation run.
+    thresholds_from: str | None = None
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -106,6 +119,11 @@ def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
 
 
 def train(config: TrainConfig) -> ModelCard:
+    if config.refit != bool(config.thresholds_from):
+        raise ValueError(
+            "a refit, and only a refit, takes its thresholds from its validation run (--thresholds-from)"
+        )
+    inherited = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
     seed_everything(config.seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,19 +200,22 @@ def train(config: TrainConfig) -> ModelCard:
             break
 
     weights_path = out_dir / WEIGHTS_FILE
+    metrics = []
     if monitor:
         final = keras.models.load_model(monitor.checkpoint, compile=False)
-        chosen_on, chosen_labels = validation_inputs, validation_labels
+        validation_probabilities = final.predict(validation_inputs, batch_size=32, verbose=0)
+        thresholds = thresholds_for(validation_labels, validation_probabilities)
         threshold_rule = THRESHOLD_RULE
+        metrics.append(
+            split_metrics("validation", validation_labels, validation_probabilities, bootstrap_rounds=0)
+        )
     else:
         if averaging:
             averaging.swap()  # ship the averaged weights, as the monitor would have
         final = model
-        chosen_on, chosen_labels = model_inputs(images["train"], normalisation), train_labels
-        threshold_rule = REFIT_THRESHOLD_RULE
+        assert inherited is not None
+        thresholds, threshold_rule = inherited
     final.save(weights_path)
-    chosen_probabilities = final.predict(chosen_on, batch_size=32, verbose=0)
-    thresholds = thresholds_for(chosen_labels, chosen_probabilities)
     card = ModelCard(
         name=config.name,
         version=config.version,
@@ -216,16 +237,24 @@ def train(config: TrainConfig) -> ModelCard:
             seed=config.seed,
             recipe=_recipe(config, monitor),
         ),
-        # A refit has no held-out validation images; its test metrics come from `python -m training.evaluate`.
-        metrics=[split_metrics("validation", chosen_labels, chosen_probabilities, bootstrap_rounds=0)]
-        if monitor
-        else [],
+        metrics=metrics,  # a refit has no validation images; `python -m training.evaluate` adds test
     )
     save_model_card(card, out_dir)
     if monitor:
         log.info("best validation mean AUROC %.4f at epoch %d", monitor.best, monitor.best_epoch + 1)
     log.info("model in %s", out_dir)
     return card
+
+
+def inherited_thresholds(model_dir: str) -> tuple[dict[str, float], str]:
+    """The thresholds of a validation run of the same recipe, for its refit.
+
+    A refit has no held-out images to choose on, and thresholds chosen on its own training images
+    are far too strict for new ones (the network fits its training positives).
+    """
+    source = load_model_card(model_dir)  # validated: the canonical labels, in order
+    rule = f"from {source.name} {source.version}, this recipe's validation run: {source.threshold_rule}"
+    return dict(source.thresholds), rule
 
 
 def write_splits(splits: dict[str, list[Record]], path: Path) -> None:
@@ -252,9 +281,7 @@ def _recipe(
     config: TrainConfig, monitor: ValidationMonitor | None
 ) -> dict[str, str | int | float | bool | None]:
     recipe: dict[str, str | int | float | bool | None] = {
-        key: value
-        for key, value in asdict(config).items()
-        if key not in ("labels_csv", "out_dir", "images_dir", "checkpoint_dir", "name", "version", "split")
+        key: value for key, value in asdict(config).items() if key not in NOT_RECIPE
     }
     if monitor:
         recipe["best_epoch"] = monitor.best_epoch + 1

@@ -1,6 +1,7 @@
 """Training: official-list splits, distillation targets, and one smoke run's outputs."""
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from cxr.labels import LABELS
 from training import train as tf_train
 from training.data import Record
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def record(image: str, patient: str, official: str | None = None, *positives: str) -> Record:
@@ -103,9 +106,8 @@ def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
     smoke_model: Path, train_smoke: Callable[..., Path], tmp_path: Path
 ) -> None:
     from cxr.model_card import load_model_card, verify_weights
-    from training.evaluation import REFIT_THRESHOLD_RULE
 
-    train_smoke(tmp_path, "--epochs", "2", "--refit")
+    train_smoke(tmp_path, "--epochs", "2", "--refit", "--thresholds-from", str(smoke_model))
 
     def rows(folder: Path) -> dict[str, set[str]]:
         with open(folder / "splits.csv", newline="") as handle:
@@ -122,8 +124,36 @@ def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
     card = load_model_card(tmp_path)
     verify_weights(card, tmp_path)
     assert card.training.n_train == len(refit["train"]) and card.training.n_validation == 0
-    assert card.threshold_rule == REFIT_THRESHOLD_RULE and set(card.thresholds) == set(LABELS)
+    validation_run = load_model_card(smoke_model)
+    assert card.thresholds == validation_run.thresholds
+    assert card.threshold_rule.startswith(f"from {validation_run.name} {validation_run.version}")
     assert card.training.recipe["refit"] is True and "best_epoch" not in card.training.recipe
     assert card.metrics == []  # no held-out validation to report
     with open(tmp_path / "training_log.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]  # every epoch, no early stop
+
+
+def test_a_refit_needs_the_thresholds_of_its_validation_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--thresholds-from"):
+        tf_train.train(tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True))
+    with pytest.raises(ValueError, match="--thresholds-from"):
+        tf_train.train(tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), thresholds_from="m"))
+    with pytest.raises(FileNotFoundError):  # before any data is read or any epoch is run
+        tf_train.train(
+            tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True, thresholds_from="m")
+        )
+
+
+def test_a_refit_adopts_the_validation_runs_thresholds_and_names_their_source(tmp_path: Path) -> None:
+    from cxr.model_card import load_model_card
+
+    card = load_model_card(REPO / "models" / "chexnet-densenet121" / "validation-run")
+    thresholds, rule = tf_train.inherited_thresholds(
+        str(REPO / "models" / "chexnet-densenet121" / "validation-run")
+    )
+    assert thresholds == card.thresholds and set(thresholds) == set(LABELS)
+    assert rule == f"from {card.name} {card.version}, this recipe's validation run: {card.threshold_rule}"
+    reordered = json.loads(card.model_dump_json()) | {"labels": list(reversed(LABELS))}
+    (tmp_path / "model_card.json").write_text(json.dumps(reordered))
+    with pytest.raises(ValueError, match="14 canonical labels in order"):
+        tf_train.inherited_thresholds(str(tmp_path))
