@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         from training.import_weights import main as import_main
 
         return import_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.refit != bool(args.thresholds_from):
+        parser.error(
+            "--refit and --thresholds-from go together: a refit adopts its validation run's thresholds"
+        )
     from training.train import train  # TensorFlow loads only once the arguments are valid
 
     config = TrainConfig(

@@ -24,7 +24,7 @@ from training.splits import SPLITS, check_no_leakage, split_by_patient
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.keras"
-# TrainConfig fields that say where things are, not how the model was trained.
+# TrainConfig fields that are not the recipe: file locations, or recorded elsewhere in the card.
 NOT_RECIPE = (
     "labels_csv",
     "out_dir",

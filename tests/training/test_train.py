@@ -133,7 +133,15 @@ def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]  # every epoch, no early stop
 
 
-def test_a_refit_needs_the_thresholds_of_its_validation_run(tmp_path: Path) -> None:
+def test_a_refit_needs_the_thresholds_of_its_validation_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.__main__ import main
+
+    for option in (["--refit"], ["--thresholds-from", "m"]):
+        with pytest.raises(SystemExit):
+            main(["--labels-csv", "x.csv", "--out", str(tmp_path), *option])
+        assert "--refit and --thresholds-from go together" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--thresholds-from"):
         tf_train.train(tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True))
     with pytest.raises(ValueError, match="--thresholds-from"):
