@@ -53,7 +53,7 @@ test: install $(BUILD_DIR)/model.onnx
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy cxr training export service
+	$(VENV)/bin/mypy cxr training export service bench loadtest
 
 TRAIN_DATA = --labels-csv $(DATA)/images_labels.csv \
 	--teacher-csv $(DATA)/reference/reproduce_chexnet_preds_for_images.csv

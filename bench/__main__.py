@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -95,7 +96,7 @@ def int8_comparison(
     for name, int8 in (("fp32", False), ("int8", True)):
         scorer = OnnxScorer(model_dir, onnx_dir, int8=int8, threads=threads)
         tensor = scorer.preprocess(image)[None]
-        times = timed_ms(lambda scorer=scorer, tensor=tensor: scorer.predict(tensor), repeats)
+        times = timed_ms(functools.partial(scorer.predict, tensor), repeats)
         result[f"{name}_p50_ms"] = round(statistics.median(times), 2)
     result["speedup"] = round(result["fp32_p50_ms"] / result["int8_p50_ms"], 3)
     result["auroc_fp32"] = quantization.auroc_fp32
@@ -118,7 +119,7 @@ def micro_batching_headroom(model_dir: Path, onnx_dir: Path, image: bytes, threa
     for size in (1, 2, 4, 8):
         batch = np.repeat(tensor[None], size, axis=0)
         scorer.predict(batch)
-        times = []
+        times: list[float] = []
         deadline = time.perf_counter() + 4.0
         while time.perf_counter() < deadline or len(times) < 5:
             started = time.perf_counter()

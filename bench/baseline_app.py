@@ -10,11 +10,15 @@ request's image through the project's preprocessing (so only the serving path di
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def build_app(model_dir: str):  # type: ignore[no-untyped-def]
+def build_app(model_dir: str) -> "FastAPI":
     import keras
     import numpy as np
     from fastapi import FastAPI, File, UploadFile

@@ -85,7 +85,8 @@ class RadiologyClient(HttpUser):
     def with_heatmaps(self) -> None:
         self._predict(HEATMAPS, f"POST /v1/predict (heatmaps={HEATMAPS})")
 
-    tasks = {  # noqa: RUF012 (locust reads this class attribute)
+    # locust takes {task: weight}; its stubs declare only the list form.
+    tasks = {  # type: ignore[assignment]  # noqa: RUF012 (locust reads this class attribute)
         function: weight
         for function, weight in ((probabilities, WEIGHT_PROBABILITIES), (with_heatmaps, WEIGHT_HEATMAPS))
         if weight > 0

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{number('requests_per_s', 2):>7}"
             + "".join(f" {number(key):>8}" for key in ("p50_ms", "p95_ms", "p99_ms"))
         )
-    failures = sum(int(row["failures"] or 0) for row in rows if row["name"] != "Aggregated")
+    failures = sum(int(float(str(row["failures"] or 0))) for row in rows if row["name"] != "Aggregated")
     print(f"failures: {failures}")
     Path(f"{prefix}_summary.json").write_text(
         json.dumps({"requests": rows, "failures": failures}, indent=2) + "\n"
