@@ -80,38 +80,37 @@ def main(argv: list[str] | None = None) -> int:
         return import_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.refit != bool(args.thresholds_from):
-        parser.error(
-            "--refit and --thresholds-from go together: a refit adopts its validation run's thresholds"
-        )
     from training.train import train  # TensorFlow loads only once the arguments are valid
 
-    config = TrainConfig(
-        labels_csv=args.labels_csv,
-        images_dir=args.images_dir,
-        out_dir=args.out,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_epochs=args.warmup_epochs,
-        weights=None if args.weights == "none" else args.weights,
-        teacher_csv=args.teacher_csv,
-        teacher_weight=args.teacher_weight,
-        mixup_alpha=args.mixup,
-        ema_decay=args.ema,
-        patience=args.patience,
-        seed=args.seed,
-        split=args.split,
-        strategy=args.strategy,
-        max_steps=args.max_steps,
-        max_images=args.max_images,
-        name=args.name,
-        version=args.version,
-        checkpoint_dir=args.checkpoint_dir,
-        refit=args.refit,
-        thresholds_from=args.thresholds_from,
-    )
+    try:
+        config = TrainConfig(
+            labels_csv=args.labels_csv,
+            images_dir=args.images_dir,
+            out_dir=args.out,
+            input_size=args.input_size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            warmup_epochs=args.warmup_epochs,
+            weights=None if args.weights == "none" else args.weights,
+            teacher_csv=args.teacher_csv,
+            teacher_weight=args.teacher_weight,
+            mixup_alpha=args.mixup,
+            ema_decay=args.ema,
+            patience=args.patience,
+            seed=args.seed,
+            split=args.split,
+            strategy=args.strategy,
+            max_steps=args.max_steps,
+            max_images=args.max_images,
+            name=args.name,
+            version=args.version,
+            checkpoint_dir=args.checkpoint_dir,
+            refit=args.refit,
+            thresholds_from=args.thresholds_from,
+        )
+    except ValueError as error:  # option combinations TrainConfig refuses
+        parser.error(str(error))
     train(config)
     return 0
 

@@ -68,6 +68,15 @@ def split_by_patient(
     return splits
 
 
+def fold_validation_into_train(splits: Mapping[str, Sequence[Record]]) -> dict[str, list[Record]]:
+    """A refit's splits: the validation patients train too; the test patients stay held out."""
+    return {
+        "train": [*splits["train"], *splits["validation"]],
+        "validation": [],
+        "test": list(splits["test"]),
+    }
+
+
 def check_no_leakage(splits: Mapping[str, Sequence[Record]]) -> None:
     """Refuse splits that share a patient (or an image)."""
     owner: dict[str, str] = {}

@@ -20,7 +20,7 @@ from training.dataset import XrayBatches, load_images, model_inputs, normalisati
 from training.evaluation import THRESHOLD_RULE, split_metrics, thresholds_for
 from training.loss import class_weights, make_weighted_bce
 from training.model import LAST_CONV_LAYER, build_model
-from training.splits import SPLITS, check_no_leakage, split_by_patient
+from training.splits import SPLITS, check_no_leakage, fold_validation_into_train, split_by_patient
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.keras"
@@ -66,6 +66,12 @@ class TrainConfig:
     refit: bool = False
     # A refit's thresholds: those of this model folder, the recipe's validation run.
     thresholds_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.refit != bool(self.thresholds_from):
+            raise ValueError(
+                "--refit and --thresholds-from go together: a refit adopts its validation run's thresholds"
+            )
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -119,10 +125,6 @@ def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
 
 
 def train(config: TrainConfig) -> ModelCard:
-    if config.refit != bool(config.thresholds_from):
-        raise ValueError(
-            "a refit, and only a refit, takes its thresholds from its validation run (--thresholds-from)"
-        )
     inherited = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
     seed_everything(config.seed)
     out_dir = Path(config.out_dir)
@@ -135,7 +137,7 @@ def train(config: TrainConfig) -> ModelCard:
         records = records[: config.max_images]
     splits = make_splits(records, config)
     if config.refit:
-        splits = {"train": splits["train"] + splits["validation"], "validation": [], "test": splits["test"]}
+        splits = fold_validation_into_train(splits)
     write_splits(splits, out_dir / "splits.csv")
     log.info("split sizes: %s", {name: len(part) for name, part in splits.items()})
 

@@ -1,6 +1,5 @@
 """`python -m training.evaluate`: splits.csv handling, and a run on the session's smoke model."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from cxr.model_card import load_model_card, save_model_card, verify_weights
 from training.data import read_label_table
 from training.evaluate import SplitsFileError, class_balance, main, read_splits
 from training.import_weights import UNEVALUATED_THRESHOLD_RULE
-from training.splits import PatientLeakageError
+from training.splits import PatientLeakageError, fold_validation_into_train
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -111,25 +110,19 @@ def test_evaluate_writes_the_report_and_updates_the_card(
     assert test_metrics.mean_auroc_ci_low is not None  # bootstrap intervals were computed
 
 
-def fold_validation_into_train(model_dir: Path) -> None:
-    """Rewrite splits.csv the way a refit writes it: no validation rows."""
+def refit_layout(model_dir: Path, labels_csv: Path) -> None:
+    """Rewrite splits.csv the way a refit writes it: validation folded into train."""
+    from training.train import write_splits as write_splits_file
+
     path = model_dir / "splits.csv"
-    with open(path, newline="") as handle:
-        rows = [
-            {**row, "split": "train" if row["split"] == "validation" else row["split"]}
-            for row in csv.DictReader(handle)
-        ]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["Image", "PatientId", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_splits_file(fold_validation_into_train(read_splits(path, read_label_table(labels_csv))), path)
 
 
 @pytest.mark.slow
 def test_evaluate_scores_a_refit_on_its_test_split_only(
     smoke_copy: Path, nih_data: Path, tmp_path: Path
 ) -> None:
-    fold_validation_into_train(smoke_copy)
+    refit_layout(smoke_copy, nih_data / "images_labels.csv")
     card = load_model_card(smoke_copy)
     save_model_card(card.model_copy(update={"metrics": []}), smoke_copy)  # as a refit's card has
     labels_csv = str(nih_data / "images_labels.csv")
@@ -157,7 +150,7 @@ def test_evaluate_scores_a_refit_on_its_test_split_only(
 
 @pytest.mark.slow
 def test_placeholder_thresholds_need_a_validation_split(smoke_copy: Path, nih_data: Path) -> None:
-    fold_validation_into_train(smoke_copy)
+    refit_layout(smoke_copy, nih_data / "images_labels.csv")
     card = load_model_card(smoke_copy)
     save_model_card(card.model_copy(update={"threshold_rule": UNEVALUATED_THRESHOLD_RULE}), smoke_copy)
     with pytest.raises(SplitsFileError, match="the validation split is empty"):
