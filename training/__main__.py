@@ -40,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mixup", type=float, default=TrainConfig.mixup_alpha, help="mixup alpha (0: off)")
     parser.add_argument("--ema", type=float, default=TrainConfig.ema_decay, help="weight EMA decay (0: off)")
     parser.add_argument("--patience", type=int, default=TrainConfig.patience)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument(
+        "--seed", type=int, default=TrainConfig.seed, help="seed of the patient split (and of training)"
+    )
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        help="seed of initialisation, shuffling and augmentation (default: --seed); the split stays",
+    )
     parser.add_argument(
         "--split",
         type=parse_split,
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             ema_decay=args.ema,
             patience=args.patience,
             seed=args.seed,
+            train_seed=args.train_seed,
             split=args.split,
             strategy=args.strategy,
             max_steps=args.max_steps,

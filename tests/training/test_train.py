@@ -15,6 +15,15 @@ from training.data import Record
 REPO = Path(__file__).resolve().parents[2]
 
 
+def split_images(folder: Path) -> dict[str, set[str]]:
+    """The images of each split, from a model folder's splits.csv."""
+    with open(folder / "splits.csv", newline="") as handle:
+        found: dict[str, set[str]] = {"train": set(), "validation": set(), "test": set()}
+        for row in csv.DictReader(handle):
+            found[row["split"]].add(row["Image"])
+    return found
+
+
 def record(image: str, patient: str, official: str | None = None, *positives: str) -> Record:
     labels = np.array([label in positives for label in LABELS], dtype=np.float32)
     return Record(image, Path(image), patient, labels, official)
@@ -102,6 +111,19 @@ def test_smoke_run_logs_the_validation_auroc(smoke_model: Path) -> None:
 
 
 @pytest.mark.slow
+def test_another_train_seed_trains_another_member_on_the_same_split(
+    smoke_model: Path, train_smoke: Callable[..., Path], tmp_path: Path
+) -> None:
+    from cxr.model_card import load_model_card
+
+    train_smoke(tmp_path, "--train-seed", "8")
+    card, first = load_model_card(tmp_path), load_model_card(smoke_model)
+    assert split_images(tmp_path) == split_images(smoke_model)
+    assert card.training.seed == first.training.seed and card.training.recipe["train_seed"] == 8
+    assert card.sha256 != first.sha256  # other initial weights and batches
+
+
+@pytest.mark.slow
 def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
     smoke_model: Path, train_smoke: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -109,14 +131,7 @@ def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
 
     train_smoke(tmp_path, "--epochs", "2", "--refit", "--thresholds-from", str(smoke_model))
 
-    def rows(folder: Path) -> dict[str, set[str]]:
-        with open(folder / "splits.csv", newline="") as handle:
-            found: dict[str, set[str]] = {"train": set(), "validation": set(), "test": set()}
-            for row in csv.DictReader(handle):
-                found[row["split"]].add(row["Image"])
-        return found
-
-    refit, held_out = rows(tmp_path), rows(smoke_model)
+    refit, held_out = split_images(tmp_path), split_images(smoke_model)
     assert refit["train"] == held_out["train"] | held_out["validation"]
     assert refit["validation"] == set()
     assert refit["test"] == held_out["test"]  # the same seed holds out the same patients
