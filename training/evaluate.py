@@ -3,7 +3,9 @@
 Reads the model folder (model.keras checked against model_card.json, splits.csv), predicts through
 the shared preprocessing, and writes report.md, report.json and figures; the card gets the
 validation and test metrics. Operating thresholds are the card's (chosen on validation during
-training): this step never chooses them on test.
+training): this step never chooses them on test. `--choose-thresholds` chooses them again on the
+validation split by the current rule and `--thresholds-from` adopts a validation run's (for a
+refit); either changes the findings the service returns, so it needs a new `--version`.
 """
 
 import argparse
@@ -19,7 +21,7 @@ import numpy as np
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, load_model_card, save_model_card, verify_weights
 from training.data import Record, labels_matrix, read_label_table, read_teacher
-from training.evaluation import THRESHOLD_RULE, split_metrics, thresholds_for
+from training.evaluation import inherited_thresholds, split_metrics, thresholds_for
 from training.import_weights import UNEVALUATED_THRESHOLD_RULE
 from training.loss import class_weights
 from training.plots import plot_class_balance, plot_roc_curves
@@ -32,7 +34,7 @@ SPLITS_FILE = "splits.csv"
 ROC_FIGURE = "roc_curves.png"
 BALANCE_FIGURE = "class_balance.png"
 SCORED_SPLITS = ("validation", "test")
-CHOSEN_THRESHOLD_RULE = f"{THRESHOLD_RULE} (chosen by training.evaluate: the weights were imported)"
+IMPORTED_NOTE = "(chosen by training.evaluate: the weights were imported)"
 
 
 class SplitsFileError(ValueError):
@@ -51,6 +53,15 @@ class EvaluateConfig:
     split: str = "test"  # the split of the operating-point tables, sweep, ROC figure and comparison
     seed: int = 0
     batch_size: int = 32
+    choose_thresholds: bool = False  # again, on validation, by the current rule
+    thresholds_from: str | None = None  # a validation run's model folder, for a refit
+    version: str | None = None  # the card's new version (required with new thresholds)
+
+    def __post_init__(self) -> None:
+        if self.choose_thresholds and self.thresholds_from:
+            raise ValueError("--choose-thresholds and --thresholds-from are two different sources: pick one")
+        if (self.choose_thresholds or self.thresholds_from) and not self.version:
+            raise ValueError("new thresholds change the service's findings: give the card a new --version")
 
 
 @dataclass(frozen=True)
@@ -140,24 +151,29 @@ def evaluate(config: EvaluateConfig) -> Report:
     verify_weights(card, model_dir)  # fail before the slow part
     records = read_label_table(config.labels_csv, config.images_dir)
     splits = read_splits(model_dir / SPLITS_FILE, records)
+    placeholders = card.threshold_rule == UNEVALUATED_THRESHOLD_RULE
+    adopted = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
+    choose = placeholders or config.choose_thresholds
     # A refit's validation images are training images: its splits.csv has no validation rows.
-    needed = {config.split} | ({"validation"} if card.threshold_rule == UNEVALUATED_THRESHOLD_RULE else set())
+    needed = {config.split} | ({"validation"} if choose else set())
     for name in sorted(needed):
         if not splits[name]:
             raise SplitsFileError(f"{model_dir / SPLITS_FILE}: the {name} split is empty")
     scored = predict(
         model_dir, card, {name: splits[name] for name in SCORED_SPLITS if splits[name]}, config.batch_size
     )
-    if card.threshold_rule == UNEVALUATED_THRESHOLD_RULE:
-        # Imported weights come with placeholder thresholds; choose them as training does, on validation.
+    update: dict[str, object] = {"version": config.version} if config.version else {}
+    if choose:
         validation = scored["validation"]
-        card = card.model_copy(
-            update={
-                "thresholds": thresholds_for(validation.labels, validation.probabilities),
-                "threshold_rule": CHOSEN_THRESHOLD_RULE,
-            }
-        )
-        log.info("thresholds chosen on the validation split (the card had placeholders)")
+        thresholds, rule = thresholds_for(validation.labels, validation.probabilities)
+        update |= {
+            "thresholds": thresholds,
+            "threshold_rule": f"{rule} {IMPORTED_NOTE}" if placeholders else rule,
+        }
+        log.info("thresholds chosen on the validation split: %s", rule)
+    elif adopted:
+        update |= {"thresholds": adopted[0], "threshold_rule": adopted[1]}
+    card = card.model_copy(update=update)
 
     metrics = {
         name: split_metrics(name, s.labels, s.probabilities, config.bootstrap, config.seed)
@@ -245,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="split of the operating points, sweep, ROC curves and reference comparison",
     )
     parser.add_argument("--seed", type=int, default=EvaluateConfig.seed, help="bootstrap seed")
+    parser.add_argument(
+        "--choose-thresholds",
+        action="store_true",
+        help="choose the operating thresholds again on the validation split, by the current rule",
+    )
+    parser.add_argument(
+        "--thresholds-from", help="adopt the thresholds of this validation run's model folder (for a refit)"
+    )
+    parser.add_argument("--version", help="the card's new version (needed with new thresholds)")
     return parser
 
 
@@ -253,17 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.reference_aucs and not args.reference_csv:
         build_parser().error("--reference-aucs needs --reference-csv (the comparison is on the same images)")
-    config = EvaluateConfig(
-        model_dir=args.model_dir,
-        labels_csv=args.labels_csv,
-        images_dir=args.images_dir,
-        reference_csv=args.reference_csv,
-        reference_aucs=args.reference_aucs,
-        out_dir=args.out,
-        bootstrap=args.bootstrap,
-        split=args.split,
-        seed=args.seed,
-    )
+    try:
+        config = EvaluateConfig(
+            model_dir=args.model_dir,
+            labels_csv=args.labels_csv,
+            images_dir=args.images_dir,
+            reference_csv=args.reference_csv,
+            reference_aucs=args.reference_aucs,
+            out_dir=args.out,
+            bootstrap=args.bootstrap,
+            split=args.split,
+            seed=args.seed,
+            choose_thresholds=args.choose_thresholds,
+            thresholds_from=args.thresholds_from,
+            version=args.version,
+        )
+    except ValueError as error:
+        build_parser().error(str(error))
     report = evaluate(config)
     out_dir = Path(config.out_dir or config.model_dir)
     for name, metrics in report["metrics"].items():

@@ -86,17 +86,23 @@ def bootstrap_auroc(
     return per_label, mean_bounds
 
 
-def youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Threshold maximising sensitivity + specificity - 1 (Youden's J); 0.5 when a class is absent."""
+def youden_threshold(y_true: np.ndarray, scores: np.ndarray, min_specificity: float = 0.0) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (Youden's J) among those whose specificity
+    is at least `min_specificity`; 0.5 when a class is absent.
+
+    The candidates are the scores themselves (a score at or above the threshold is a finding) and
+    one just above the highest score, which no image reaches (specificity 1).
+    """
     y_true = np.asarray(y_true).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
     if y_true.all() or not y_true.any():
         return 0.5
     best_threshold, best_j = 0.5, -np.inf
-    for threshold in np.unique(scores):
+    for threshold in [*np.unique(scores), np.nextafter(scores.max(), np.inf)]:
         predicted = scores >= threshold
         sensitivity = (predicted & y_true).sum() / y_true.sum()
         specificity = (~predicted & ~y_true).sum() / (~y_true).sum()
-        if sensitivity + specificity - 1 > best_j:
+        if specificity >= min_specificity and sensitivity + specificity - 1 > best_j:
             best_j, best_threshold = sensitivity + specificity - 1, float(threshold)
     return best_threshold
 

@@ -13,11 +13,11 @@ import numpy as np
 import tensorflow as tf
 
 from cxr.labels import LABELS
-from cxr.model_card import ModelCard, TrainingData, load_model_card, save_model_card, sha256_file
+from cxr.model_card import ModelCard, TrainingData, save_model_card, sha256_file
 from training.callbacks import ValidationMonitor, WeightAveraging
 from training.data import Record, labels_matrix, read_label_table, read_teacher
 from training.dataset import XrayBatches, load_images, model_inputs, normalisation_of
-from training.evaluation import THRESHOLD_RULE, split_metrics, thresholds_for
+from training.evaluation import inherited_thresholds, split_metrics, thresholds_for
 from training.loss import class_weights, make_weighted_bce
 from training.model import LAST_CONV_LAYER, build_model
 from training.splits import SPLITS, check_no_leakage, fold_validation_into_train, split_by_patient
@@ -213,8 +213,7 @@ def train(config: TrainConfig) -> ModelCard:
     if monitor:
         final = keras.models.load_model(monitor.checkpoint, compile=False)
         validation_probabilities = final.predict(validation_inputs, batch_size=32, verbose=0)
-        thresholds = thresholds_for(validation_labels, validation_probabilities)
-        threshold_rule = THRESHOLD_RULE
+        thresholds, threshold_rule = thresholds_for(validation_labels, validation_probabilities)
         metrics.append(
             split_metrics("validation", validation_labels, validation_probabilities, bootstrap_rounds=0)
         )
@@ -253,17 +252,6 @@ def train(config: TrainConfig) -> ModelCard:
         log.info("best validation mean AUROC %.4f at epoch %d", monitor.best, monitor.best_epoch + 1)
     log.info("model in %s", out_dir)
     return card
-
-
-def inherited_thresholds(model_dir: str) -> tuple[dict[str, float], str]:
-    """The thresholds of a validation run of the same recipe, for its refit.
-
-    A refit has no held-out images to choose on, and thresholds chosen on its own training images
-    are far too strict for new ones (the network fits its training positives).
-    """
-    source = load_model_card(model_dir)  # validated: the canonical labels, in order
-    rule = f"from {source.name} {source.version}, this recipe's validation run: {source.threshold_rule}"
-    return dict(source.thresholds), rule
 
 
 def write_splits(splits: dict[str, list[Record]], path: Path) -> None:

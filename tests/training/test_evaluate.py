@@ -167,6 +167,58 @@ def test_evaluate_refuses_weights_that_do_not_match_the_card(smoke_copy: Path, n
         main(["--model-dir", str(smoke_copy), "--labels-csv", str(nih_data / "images_labels.csv")])
 
 
+@pytest.mark.slow
+def test_thresholds_can_be_chosen_again_on_validation_under_a_new_version(
+    smoke_copy: Path, nih_data: Path
+) -> None:
+    from training.evaluate import predict
+    from training.evaluation import thresholds_for
+
+    labels_csv = nih_data / "images_labels.csv"
+    card_before = load_model_card(smoke_copy)
+    args = ["--model-dir", str(smoke_copy), "--labels-csv", str(labels_csv), "--bootstrap", "0"]
+    assert main([*args, "--choose-thresholds", "--version", "9.9.9"]) == 0
+    card = load_model_card(smoke_copy)
+    validation = read_splits(smoke_copy / "splits.csv", read_label_table(labels_csv))["validation"]
+    scored = predict(smoke_copy, card, {"validation": validation}, 32)["validation"]
+    assert (card.thresholds, card.threshold_rule) == thresholds_for(scored.labels, scored.probabilities)
+    assert card.version == "9.9.9" and card.sha256 == card_before.sha256
+
+
+@pytest.mark.slow
+def test_a_refit_can_adopt_a_validation_runs_thresholds_under_a_new_version(
+    smoke_copy: Path, nih_data: Path, tmp_path: Path
+) -> None:
+    refit_layout(smoke_copy, nih_data / "images_labels.csv")
+    source = tmp_path / "validation-run"
+    source.mkdir()
+    card = load_model_card(smoke_copy)
+    save_model_card(card.model_copy(update={"thresholds": dict.fromkeys(LABELS, 0.25)}), source)
+    labels_csv = str(nih_data / "images_labels.csv")
+    args = ["--model-dir", str(smoke_copy), "--labels-csv", labels_csv, "--bootstrap", "0"]
+    assert main([*args, "--thresholds-from", str(source), "--version", "9.9.10"]) == 0
+    adopted = load_model_card(smoke_copy)
+    assert adopted.thresholds == dict.fromkeys(LABELS, 0.25) and adopted.version == "9.9.10"
+    assert adopted.threshold_rule.startswith(f"from {card.name} {card.version}, this recipe's validation run")
+    report = json.loads((smoke_copy / "report.json").read_text())
+    assert {point["threshold"] for point in report["operating_points"].values()} == {0.25}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--choose-thresholds"],  # no new version
+        ["--thresholds-from", "run"],
+        ["--choose-thresholds", "--thresholds-from", "run", "--version", "2"],  # two sources
+    ],
+)
+def test_new_thresholds_without_a_version_or_from_two_sources_are_usage_errors(
+    extra: list[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--model-dir", str(tmp_path), "--labels-csv", "x.csv", *extra])
+
+
 def test_reference_aucs_without_reference_predictions_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--model-dir", str(tmp_path), "--labels-csv", "x.csv", "--reference-aucs", "aucs.csv"])

@@ -91,6 +91,16 @@ def test_youden_threshold_separates_a_separable_case() -> None:
     assert (counts["tp"], counts["fp"], counts["fn"], counts["tn"]) == (3, 0, 0, 3)
 
 
+def test_youden_threshold_keeps_a_specificity_floor() -> None:
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.4, 0.5, 0.9, 0.95])
+    assert youden_threshold(y_true, scores) == pytest.approx(0.4)  # sensitivity 1, specificity 0.75
+    assert youden_threshold(y_true, scores, min_specificity=1.0) == pytest.approx(0.9)
+    # No score keeps every negative below it: the threshold goes just above the highest score.
+    above_all = youden_threshold(np.array([0, 1, 1, 0]), np.array([0.2, 0.3, 0.4, 0.9]), min_specificity=1.0)
+    assert 0.9 < above_all < 0.9 + 1e-9
+
+
 @pytest.mark.parametrize("y_true", [np.zeros(4), np.ones(4)])
 def test_youden_threshold_is_one_half_with_one_class(y_true: np.ndarray) -> None:
     assert youden_threshold(y_true, np.array([0.1, 0.4, 0.6, 0.9])) == 0.5

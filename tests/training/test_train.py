@@ -1,7 +1,6 @@
 """Training: official-list splits, distillation targets, and one smoke run's outputs."""
 
 import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,18 +164,3 @@ def test_a_refit_needs_the_thresholds_of_its_validation_run(
         tf_train.train(
             tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True, thresholds_from="m")
         )
-
-
-def test_a_refit_adopts_the_validation_runs_thresholds_and_names_their_source(tmp_path: Path) -> None:
-    from cxr.model_card import load_model_card
-
-    card = load_model_card(REPO / "models" / "chexnet-densenet121" / "validation-run")
-    thresholds, rule = tf_train.inherited_thresholds(
-        str(REPO / "models" / "chexnet-densenet121" / "validation-run")
-    )
-    assert thresholds == card.thresholds and set(thresholds) == set(LABELS)
-    assert rule == f"from {card.name} {card.version}, this recipe's validation run: {card.threshold_rule}"
-    reordered = json.loads(card.model_dump_json()) | {"labels": list(reversed(LABELS))}
-    (tmp_path / "model_card.json").write_text(json.dumps(reordered))
-    with pytest.raises(ValueError, match="14 canonical labels in order"):
-        tf_train.inherited_thresholds(str(tmp_path))
