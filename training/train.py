@@ -62,7 +62,7 @@ class TrainConfig:
     max_steps: int | None = None  # per epoch, for smoke runs
     max_images: int | None = None  # for smoke runs
     name: str = "chexnet-densenet121"
-    version: str = "1.2.0"
+    version: str = "1.2.1"
     checkpoint_dir: str | None = None
     # Final fit: fold the validation split into training and train exactly `epochs` epochs (no early
     # stopping), for a recipe already chosen on validation.
