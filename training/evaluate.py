@@ -153,7 +153,7 @@ def evaluate(config: EvaluateConfig) -> Report:
     splits = read_splits(model_dir / SPLITS_FILE, records)
     placeholders = card.threshold_rule == UNEVALUATED_THRESHOLD_RULE
     adopted = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
-    choose = placeholders or config.choose_thresholds
+    choose = (placeholders or config.choose_thresholds) and adopted is None
     # A refit's validation images are training images: its splits.csv has no validation rows.
     needed = {config.split} | ({"validation"} if choose else set())
     for name in sorted(needed):
@@ -171,7 +171,7 @@ def evaluate(config: EvaluateConfig) -> Report:
             "threshold_rule": f"{rule} {IMPORTED_NOTE}" if placeholders else rule,
         }
         log.info("thresholds chosen on the validation split: %s", rule)
-    elif adopted:
+    elif adopted is not None:
         update |= {"thresholds": adopted[0], "threshold_rule": adopted[1]}
     card = card.model_copy(update=update)
 
