@@ -97,6 +97,10 @@ class Api:
     def log_text(self) -> str:
         return self.service.log_path.read_text(errors="replace")
 
+    def metric(self, name: str) -> float | None:
+        """One sample of the API's /metrics page; None when it does not export it (yet)."""
+        return metric_value(self.client.get("/metrics").text, name)
+
     def access_log(self) -> list[dict[str, Any]]:
         """The API's access log entries (JSON lines of logger service.api.access)."""
         entries = []
@@ -169,6 +173,14 @@ def run_to_exit(
 
 
 # --- HTTP details ------------------------------------------------------------------------------
+
+
+def metric_value(metrics_text: str, name: str) -> float | None:
+    """One sample of a Prometheus text page (`name` may carry its {labels}); None when absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -514,13 +514,6 @@ def test_a_declared_100_mb_body_is_refused_before_it_is_sent(session: Session) -
     assert_still_healthy(api)
 
 
-def metric_value(api: Api, name: str) -> float:
-    for line in api.client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 @pytest.mark.parametrize("content_type", [MULTIPART, JSON], ids=["multipart", "json"])
 def test_a_stalled_upload_gets_408_within_the_timeout_and_holds_no_slot(
     session: Session, content_type: str
@@ -537,8 +530,8 @@ def test_a_stalled_upload_gets_408_within_the_timeout_and_holds_no_slot(
         sockets.append(sock)
     try:
         time.sleep(0.5)
-        assert metric_value(api, "cxr_inferences_in_flight") == 0
-        assert metric_value(api, "cxr_inference_queue_depth") == 0
+        assert api.metric("cxr_inferences_in_flight") == 0
+        assert api.metric("cxr_inference_queue_depth") == 0
         good_started = time.monotonic()
         api.assert_healthy()
         good_seconds = time.monotonic() - good_started

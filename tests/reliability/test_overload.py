@@ -11,7 +11,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_helpers import RADIOGRAPH, Api, assert_problem, percentile, record, running_api, summarise
+from reliability_helpers import (
+    RADIOGRAPH,
+    Api,
+    assert_problem,
+    metric_value,
+    percentile,
+    record,
+    running_api,
+    summarise,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -51,8 +60,10 @@ async def one(client: httpx.AsyncClient, image: bytes, start: float) -> Answer:
 async def saturated(client: httpx.AsyncClient) -> bool:
     """Every slot is taken and every queue place too (read from the API's own gauges)."""
     text = (await client.get("/metrics")).text
-    full = (f"cxr_inferences_in_flight {MAX_RUNNING}.0", f"cxr_inference_queue_depth {MAX_QUEUED}.0")
-    return all(line in text.splitlines() for line in full)
+    return (
+        metric_value(text, "cxr_inferences_in_flight") == MAX_RUNNING
+        and metric_value(text, "cxr_inference_queue_depth") == MAX_QUEUED
+    )
 
 
 async def saturated_probes(api: Api, image: bytes) -> tuple[list[Answer], int]:
@@ -96,13 +107,6 @@ async def wave(base_url: str, image: bytes) -> tuple[list[Answer], float]:
         return list(answers), time.monotonic() - start
 
 
-def metric(api: Api, name: str) -> float:
-    for line in api.client.get("/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_far_more_concurrent_requests_than_capacity(
     model_dir: Path, onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -134,10 +138,10 @@ def test_far_more_concurrent_requests_than_capacity(
             answers += wave_answers
             walls.append(wall)
             time.sleep(1.0)
-        in_flight = metric(api, "cxr_inferences_in_flight")
-        queued = metric(api, "cxr_inference_queue_depth")
-        rejected_overloaded = metric(api, 'cxr_requests_rejected_total{reason="overloaded"}')
-        rejected_timeout = metric(api, 'cxr_requests_rejected_total{reason="timeout"}')
+        in_flight = api.metric("cxr_inferences_in_flight")
+        queued = api.metric("cxr_inference_queue_depth")
+        rejected_overloaded = api.metric('cxr_requests_rejected_total{reason="overloaded"}') or 0.0
+        rejected_timeout = api.metric('cxr_requests_rejected_total{reason="timeout"}') or 0.0
         api.assert_healthy()
         server_errors = api.server_errors(allowed=(503,))
         # Server side: how long the API took to refuse (client-side times add the upload and the
