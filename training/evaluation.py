@@ -7,7 +7,7 @@ import numpy as np
 from cxr.labels import LABELS
 from cxr.model_card import LabelMetrics, SplitMetrics, load_model_card
 from training.metrics import bootstrap_auroc, per_label_auroc, youden_threshold
-from training.operating_point import any_finding
+from training.operating_point import any_finding, youden_j
 
 # Youden's J alone, per label, makes the any-finding flag fire on nearly every film (14 chances):
 # each label must also keep a specificity floor, and the floor is the one that makes the flag
@@ -40,8 +40,7 @@ def thresholds_for(labels: np.ndarray, probabilities: np.ndarray) -> tuple[dict[
     best: tuple[float, float, dict[str, float]] | None = None
     for floor in SPECIFICITY_FLOORS:
         thresholds = thresholds_at(labels, probabilities, floor)
-        flag = any_finding(labels, probabilities, thresholds)
-        j = float(flag["sensitivity"] or 0.0) + float(flag["specificity"] or 0.0) - 1.0
+        j = youden_j(any_finding(labels, probabilities, thresholds))
         if best is None or j >= best[0]:
             best = (j, floor, thresholds)
     assert best is not None

@@ -47,6 +47,11 @@ def decision_rates(y_true: ArrayLike, predicted: ArrayLike) -> Rates:
     }
 
 
+def youden_j(rates: Rates) -> float:
+    """Sensitivity + specificity - 1 of decision rates; an undefined rate counts as 0."""
+    return float(rates["sensitivity"] or 0.0) + float(rates["specificity"] or 0.0) - 1.0
+
+
 def operating_points(
     labels: np.ndarray, probabilities: np.ndarray, thresholds: Mapping[str, float]
 ) -> dict[str, Rates]:

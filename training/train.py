@@ -54,8 +54,8 @@ class TrainConfig:
     ema_decay: float = 0.99
     patience: int = 20
     seed: int = 7  # the patient split; also the training randomness unless train_seed is given
-    # Weights initialisation, shuffling and augmentation: another value trains another ensemble
-    # member on the same split.
+    # Weights initialisation, shuffling and augmentation (None: `seed`): another value trains
+    # another member on the same split.
     train_seed: int | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     strategy: str = "default"
@@ -75,10 +75,8 @@ class TrainConfig:
             raise ValueError(
                 "--refit and --thresholds-from go together: a refit adopts its validation run's thresholds"
             )
-
-    @property
-    def training_seed(self) -> int:
-        return self.seed if self.train_seed is None else self.train_seed
+        if self.train_seed is None:
+            self.train_seed = self.seed
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -133,7 +131,7 @@ def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
 
 def train(config: TrainConfig) -> ModelCard:
     inherited = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
-    seed_everything(config.training_seed)
+    seed_everything(config.train_seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = Path(config.checkpoint_dir or out_dir / "checkpoints")
@@ -160,7 +158,7 @@ def train(config: TrainConfig) -> ModelCard:
         normalisation,
         config.batch_size,
         train=True,
-        seed=config.training_seed,
+        seed=config.train_seed,
         mixup_alpha=config.mixup_alpha,
         max_steps=config.max_steps,
     )

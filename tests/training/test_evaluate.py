@@ -205,18 +205,19 @@ def test_a_refit_can_adopt_a_validation_runs_thresholds_under_a_new_version(
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "reason"),
     [
-        ["--choose-thresholds"],  # no new version
-        ["--thresholds-from", "run"],
-        ["--choose-thresholds", "--thresholds-from", "run", "--version", "2"],  # two sources
+        (["--choose-thresholds"], "give the card a new --version"),
+        (["--thresholds-from", "run"], "give the card a new --version"),
+        (["--choose-thresholds", "--thresholds-from", "run", "--version", "2"], "two different sources"),
     ],
 )
 def test_new_thresholds_without_a_version_or_from_two_sources_are_usage_errors(
-    extra: list[str], tmp_path: Path
+    extra: list[str], reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
         main(["--model-dir", str(tmp_path), "--labels-csv", "x.csv", *extra])
+    assert reason in capsys.readouterr().err
 
 
 def test_reference_aucs_without_reference_predictions_is_a_usage_error(tmp_path: Path) -> None:

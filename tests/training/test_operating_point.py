@@ -10,6 +10,7 @@ from training.operating_point import (
     decision_rates,
     operating_points,
     threshold_sweep,
+    youden_j,
 )
 
 
@@ -64,3 +65,8 @@ def test_any_finding_flags_an_image_when_one_label_crosses_its_threshold() -> No
     flag = any_finding(labels, probabilities, dict.fromkeys(LABELS, 0.5))
     assert (flag["tp"], flag["fp"], flag["fn"], flag["tn"]) == (1, 1, 0, 1)
     assert flag["n_images"] == 3 and flag["n_abnormal"] == 1
+
+
+def test_youden_j_counts_an_undefined_rate_as_zero() -> None:
+    assert youden_j({"sensitivity": 0.75, "specificity": 0.5}) == pytest.approx(0.25)
+    assert youden_j({"sensitivity": None, "specificity": 1.0}) == 0.0  # no positives to find

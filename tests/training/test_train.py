@@ -9,18 +9,17 @@ import pytest
 
 from cxr.labels import LABELS
 from training import train as tf_train
-from training.data import Record
+from training.data import Record, read_label_table
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def split_images(folder: Path) -> dict[str, set[str]]:
-    """The images of each split, from a model folder's splits.csv."""
-    with open(folder / "splits.csv", newline="") as handle:
-        found: dict[str, set[str]] = {"train": set(), "validation": set(), "test": set()}
-        for row in csv.DictReader(handle):
-            found[row["split"]].add(row["Image"])
-    return found
+def split_images(folder: Path, labels_csv: Path) -> dict[str, set[str]]:
+    """The images of each split, from a model folder's splits.csv (read as evaluation reads it)."""
+    from training.evaluate import read_splits
+
+    splits = read_splits(folder / "splits.csv", read_label_table(labels_csv))
+    return {name: {record.image for record in part} for name, part in splits.items()}
 
 
 def record(image: str, patient: str, official: str | None = None, *positives: str) -> Record:
@@ -111,7 +110,7 @@ def test_smoke_run_logs_the_validation_auroc(smoke_model: Path) -> None:
 
 @pytest.mark.slow
 def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
-    smoke_model: Path, train_smoke: Callable[..., Path], tmp_path: Path
+    smoke_model: Path, train_smoke: Callable[..., Path], nih_data: Path, tmp_path: Path
 ) -> None:
     from cxr.model_card import load_model_card, verify_weights
 
@@ -120,7 +119,8 @@ def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
         tmp_path, "--epochs", "2", "--refit", "--thresholds-from", str(smoke_model), "--train-seed", "8"
     )
 
-    refit, held_out = split_images(tmp_path), split_images(smoke_model)
+    labels_csv = nih_data / "images_labels.csv"
+    refit, held_out = split_images(tmp_path, labels_csv), split_images(smoke_model, labels_csv)
     assert refit["train"] == held_out["train"] | held_out["validation"]
     assert refit["validation"] == set()
     assert refit["test"] == held_out["test"]  # the same seed holds out the same patients
@@ -148,9 +148,9 @@ def test_a_refit_needs_the_thresholds_of_its_validation_run(
             main(["--labels-csv", "x.csv", "--out", str(tmp_path), *option])
         assert "--refit and --thresholds-from go together" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--thresholds-from"):
-        tf_train.train(tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True))
+        tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True)
     with pytest.raises(ValueError, match="--thresholds-from"):
-        tf_train.train(tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), thresholds_from="m"))
+        tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), thresholds_from="m")
     with pytest.raises(FileNotFoundError):  # before any data is read or any epoch is run
         tf_train.train(
             tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True, thresholds_from="m")
