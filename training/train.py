@@ -75,8 +75,10 @@ class TrainConfig:
             raise ValueError(
                 "--refit and --thresholds-from go together: a refit adopts its validation run's thresholds"
             )
-        if self.train_seed is None:
-            self.train_seed = self.seed
+
+    @property
+    def training_seed(self) -> int:
+        return self.seed if self.train_seed is None else self.train_seed
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -131,7 +133,7 @@ def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
 
 def train(config: TrainConfig) -> ModelCard:
     inherited = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
-    seed_everything(config.train_seed)
+    seed_everything(config.training_seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = Path(config.checkpoint_dir or out_dir / "checkpoints")
@@ -158,7 +160,7 @@ def train(config: TrainConfig) -> ModelCard:
         normalisation,
         config.batch_size,
         train=True,
-        seed=config.train_seed,
+        seed=config.training_seed,
         mixup_alpha=config.mixup_alpha,
         max_steps=config.max_steps,
     )
