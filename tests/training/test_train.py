@@ -10,14 +10,13 @@ import pytest
 from cxr.labels import LABELS
 from training import train as tf_train
 from training.data import Record, read_label_table
+from training.evaluate import read_splits
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def split_images(folder: Path, labels_csv: Path) -> dict[str, set[str]]:
     """The images of each split, from a model folder's splits.csv (read as evaluation reads it)."""
-    from training.evaluate import read_splits
-
     splits = read_splits(folder / "splits.csv", read_label_table(labels_csv))
     return {name: {record.image for record in part} for name, part in splits.items()}
 
