@@ -1,28 +1,20 @@
-"""Evaluation maths: AUROC, bootstrap intervals, operating thresholds, confusion counts (numpy only)."""
+"""Evaluation maths: AUROC and ROC curves (scikit-learn), bootstrap intervals, operating thresholds,
+confusion counts."""
 
 import numpy as np
+from sklearn import metrics as sk_metrics
+
+
+def _both_classes(y_true: np.ndarray) -> bool:
+    return bool(y_true.any()) and not bool(y_true.all())
 
 
 def auroc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney with tie correction); None when a class is absent."""
+    """Area under the ROC curve (ties count one half); None when a class is absent."""
     y_true = np.asarray(y_true).astype(bool)
-    positives, negatives = int(y_true.sum()), int((~y_true).sum())
-    if positives == 0 or negatives == 0:
+    if not _both_classes(y_true):
         return None
-    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
-    rank_sum = ranks[y_true].sum()
-    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(1, len(values) + 1)
-    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    if len(unique) < len(values):  # average the ranks of ties
-        sums = np.bincount(inverse, weights=ranks)
-        ranks = (sums / counts)[inverse]
-    return ranks
+    return float(sk_metrics.roc_auc_score(y_true, np.asarray(scores, dtype=np.float64)))
 
 
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,25 +24,27 @@ def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     +inf (nothing positive). Raises ValueError when a class is absent (the curve is undefined).
     """
     y_true = np.asarray(y_true).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    positives, negatives = int(y_true.sum()), int((~y_true).sum())
-    if positives == 0 or negatives == 0:
+    if not _both_classes(y_true):
         raise ValueError("an ROC curve needs both positive and negative examples")
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores = scores[order]
-    # Tied scores are one decision: keep only the last position of each run of equal scores.
-    last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-    true_positives = np.cumsum(y_true[order])[last_of_run]
-    false_positives = last_of_run + 1 - true_positives
-    return (
-        np.r_[0.0, false_positives / negatives],
-        np.r_[0.0, true_positives / positives],
-        np.r_[np.inf, sorted_scores[last_of_run]],
+    fpr, tpr, thresholds = sk_metrics.roc_curve(
+        y_true, np.asarray(scores, dtype=np.float64), drop_intermediate=False
     )
+    return fpr, tpr, thresholds
 
 
 def per_label_auroc(y_true: np.ndarray, scores: np.ndarray) -> list[float | None]:
-    return [auroc(y_true[:, j], scores[:, j]) for j in range(y_true.shape[1])]
+    """AUROC of each column; None for a column without both classes."""
+    y_true = np.asarray(y_true).astype(bool)
+    defined = [j for j in range(y_true.shape[1]) if _both_classes(y_true[:, j])]
+    values: list[float | None] = [None] * y_true.shape[1]
+    if defined:
+        # One multi-label call: scikit-learn validates the inputs once instead of once per label.
+        aurocs = sk_metrics.roc_auc_score(
+            y_true[:, defined], np.asarray(scores, dtype=np.float64)[:, defined], average=None
+        )
+        for j, value in zip(defined, np.atleast_1d(aurocs), strict=True):
+            values[j] = float(value)
+    return values
 
 
 def mean_auroc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
@@ -70,9 +64,8 @@ def bootstrap_auroc(
     samples = np.full((rounds, labels), np.nan)
     for r in range(rounds):
         chosen = rng.integers(0, n, size=n)
-        for j in range(labels):
-            value = auroc(y_true[chosen, j], scores[chosen, j])
-            samples[r, j] = np.nan if value is None else value
+        values = per_label_auroc(y_true[chosen], scores[chosen])
+        samples[r] = [np.nan if value is None else value for value in values]
     per_label = np.full((labels, 2), np.nan)
     for j in range(labels):
         column = samples[:, j][~np.isnan(samples[:, j])]

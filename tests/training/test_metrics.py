@@ -112,3 +112,25 @@ def test_confusion_counts_and_rates() -> None:
     assert counts["precision"] == pytest.approx(2 / 3)
     assert counts["recall"] == pytest.approx(2 / 3)
     assert counts["accuracy"] == pytest.approx(3 / 5)
+
+
+@pytest.mark.parametrize(
+    ("y_true", "scores", "expected"),
+    [
+        ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),
+        ([0, 1, 0, 1], [0.2, 0.2, 0.1, 0.9], 0.875),  # a tied pair counts one half
+        ([1, 0, 1, 0], [0.1, 0.9, 0.2, 0.8], 0.0),
+    ],
+)
+def test_auroc_of_hand_counted_pairs(y_true: list[int], scores: list[float], expected: float) -> None:
+    assert auroc(np.array(y_true), np.array(scores)) == pytest.approx(expected)
+
+
+def test_per_label_auroc_is_the_auroc_of_each_column() -> None:
+    columns = [tied_data(seed, n=80) for seed in range(4)]
+    y_true = np.stack([column[0] for column in columns], axis=1)
+    scores = np.stack([column[1] for column in columns], axis=1)
+    y_true[:, 2] = 0  # one label without positives
+    expected = [auroc(y_true[:, j], scores[:, j]) for j in range(4)]
+    assert per_label_auroc(y_true, scores) == pytest.approx(expected)
+    assert expected[2] is None
