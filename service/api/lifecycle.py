@@ -26,7 +26,13 @@ def load_from_settings(settings: Settings) -> ModelRuntime:
     # pydicom (and its decoder plugins) would otherwise be imported by the first DICOM request.
     importlib.import_module("cxr.dicom")
     return load_model_runtime(
-        settings.model_dir, settings.onnx_dir, settings.ort_intra_op_threads, settings.ort_inter_op_threads
+        settings.model_dir,
+        settings.onnx_dir,
+        settings.ort_intra_op_threads,
+        settings.ort_inter_op_threads,
+        precision=settings.model_precision,
+        allow_spinning=settings.ort_allow_spinning,
+        threads_under_load=settings.ort_threads_under_load,
     )
 
 
@@ -49,11 +55,12 @@ async def load_model(state: ServiceState, loader: ModelLoader, on_failure: Calla
     state.metrics.model_ready.set(1)
     state.metrics.model_info.labels(card.name, card.version, card.sha256).set(1)
     logger.info(
-        "model loaded: %s %s (input %d px, feature map %s)",
+        "model loaded: %s %s (input %d px, feature map %s, %s)",
         card.name,
         card.version,
         card.input_size,
         tuple(runtime.manifest.feature_map_shape),
+        runtime.precision,
     )
     state.load_finished.set()
 

@@ -5,13 +5,17 @@ not hold together: a card or manifest that is missing or invalid, an export made
 weights, a file whose sha256 is not the manifest's, input/output shapes that disagree with the
 card or the CAM head, or an ONNX graph whose probabilities are not sigmoid(GAP(feature map) @
 kernel + bias) on a real input passed through the shared preprocessing.
+
+With precision "int8" the checks above run on the fp32 graph first (the int8 file is made from it);
+then the int8 file the manifest names is read, checked against the manifest's sha256 and served.
 """
 
 import hashlib
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -29,6 +33,7 @@ from cxr.onnx_manifest import (
 from cxr.preprocessing import preprocess_pixels
 
 SELF_CHECK_TOLERANCE = 1e-4
+Precision = Literal["fp32", "int8"]
 
 
 class ModelLoadError(RuntimeError):
@@ -53,6 +58,11 @@ class ModelRuntime:
     session: ort.InferenceSession
     kernel: np.ndarray  # (channels, 14)
     bias: np.ndarray  # (14,)
+    precision: Precision = "fp32"
+    # The same graph with fewer threads (1 by default, no spinning), for inferences that run while
+    # other requests are in flight: then the cores are taken by them, and a wide thread pool only
+    # adds synchronisation (measured CPU per inference in the README's Performance section).
+    loaded_session: ort.InferenceSession | None = None
 
     @property
     def input_size(self) -> int:
@@ -63,10 +73,11 @@ class ModelRuntime:
         normalisation = self.card.normalisation
         return preprocess_pixels(pixels, self.card.input_size, normalisation.mean, normalisation.std)
 
-    def predict(self, tensor: np.ndarray) -> Prediction:
-        """Run one preprocessed (size, size, 3) input."""
+    def predict(self, tensor: np.ndarray, alone: bool = True) -> Prediction:
+        """Run one preprocessed (size, size, 3) input; `alone`: no other request is in flight."""
         batch = np.ascontiguousarray(tensor[np.newaxis], dtype=np.float32)
-        probabilities, feature_map = self.session.run(
+        session = self.session if alone or self.loaded_session is None else self.loaded_session
+        probabilities, feature_map = session.run(
             [PROBABILITIES_OUTPUT, FEATURE_MAP_OUTPUT], {INPUT_NAME: batch}
         )
         return Prediction(
@@ -74,9 +85,14 @@ class ModelRuntime:
         )
 
 
-def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
+def session_options(
+    intra_op_threads: int, inter_op_threads: int, allow_spinning: bool = True
+) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    # Spinning keeps idle pool threads busy-waiting for the next parallel section: lower latency
+    # for one request alone, CPU taken from concurrent requests' decoding under load.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     options.inter_op_num_threads = inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -85,8 +101,17 @@ def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Session
 
 
 def load_model_runtime(
-    model_dir: Path, onnx_dir: Path, intra_op_threads: int = 1, inter_op_threads: int = 1
+    model_dir: Path,
+    onnx_dir: Path,
+    intra_op_threads: int = 1,
+    inter_op_threads: int = 1,
+    *,
+    precision: Precision = "fp32",
+    allow_spinning: bool = True,
+    threads_under_load: int = 0,
 ) -> ModelRuntime:
+    """The checked model; `threads_under_load` > 0 (and not `intra_op_threads`) adds a second
+    session with that many threads and no spinning, used by `predict(..., alone=False)`."""
     card = _load_card(Path(model_dir) / MODEL_CARD_FILE)
     manifest_path = Path(onnx_dir) / MANIFEST_FILE
     manifest = _load_manifest(manifest_path)
@@ -104,11 +129,31 @@ def load_model_runtime(
     onnx_bytes = _read_checked(onnx_path, manifest.onnx_sha256)
     head_path = Path(onnx_dir) / manifest.head_file
     kernel, bias = _load_head(head_path, _read_checked(head_path, manifest.head_sha256))
-    session = _open_session(onnx_path, onnx_bytes, session_options(intra_op_threads, inter_op_threads))
+    options = session_options(intra_op_threads, inter_op_threads, allow_spinning)
+    session = _open_session(onnx_path, onnx_bytes, options)
     _check_signature(onnx_path, session, card.input_size, kernel.shape[0])
     runtime = ModelRuntime(card, manifest, session, kernel, bias)
     self_check(runtime, onnx_path)
+    if precision == "int8":
+        onnx_path, onnx_bytes = _read_int8(manifest, manifest_path)
+        session = _open_session(onnx_path, onnx_bytes, options)
+        _check_signature(onnx_path, session, card.input_size, kernel.shape[0])
+        runtime = replace(runtime, session=session, precision="int8")
+    if threads_under_load and threads_under_load != intra_op_threads:
+        loaded_options = session_options(threads_under_load, 1, allow_spinning=False)
+        runtime = replace(runtime, loaded_session=_open_session(onnx_path, onnx_bytes, loaded_options))
     return runtime
+
+
+def _read_int8(manifest: ExportManifest, manifest_path: Path) -> tuple[Path, bytes]:
+    """The int8 file of the export, checked against the sha256 the export recorded for it."""
+    if manifest.quantization is None:
+        raise ModelLoadError(
+            manifest_path,
+            "MODEL_PRECISION=int8, but the export has no int8 model (build it with `make export-int8`)",
+        )
+    path = manifest_path.parent / manifest.quantization.file
+    return path, _read_checked(path, manifest.quantization.sha256)
 
 
 def self_check(runtime: ModelRuntime, onnx_path: Path) -> None:

@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=32 * 32)
     ort_intra_op_threads: int = Field(default_factory=usable_cpus, ge=1, le=256)
     ort_inter_op_threads: int = Field(default=1, ge=1, le=256)
+    ort_threads_under_load: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="Intra-op threads of an inference that runs while other requests are in flight "
+        "(a second session, no spinning); 0: always ORT_INTRA_OP_THREADS.",
+    )
+    ort_allow_spinning: bool = Field(
+        default=True,
+        description="onnxruntime's pool threads busy-wait between parallel sections (README: Performance).",
+    )
+    model_precision: Literal["fp32", "int8"] = Field(
+        default="fp32",
+        description="int8 serves the export's model.int8.onnx, checked against its manifest's sha256.",
+    )
     max_concurrent_inferences: int = Field(default=2, ge=1, le=256)
     max_queued_requests: int = Field(default=16, ge=0, le=10_000)
     ood_mode: Literal["warn", "refuse"] = "warn"

@@ -106,6 +106,9 @@ def test_keys_are_secret_in_repr() -> None:
         ("LOG_FORMAT", "xml"),
         ("REQUEST_TIMEOUT_SECONDS", "-3"),
         ("HEATMAP_MAX_SIZE", "4096"),
+        ("MODEL_PRECISION", "fp16"),
+        ("ORT_THREADS_UNDER_LOAD", "-1"),
+        ("ORT_ALLOW_SPINNING", "sometimes"),
     ],
 )
 def test_bad_values_fail_fast(variable: str, value: str) -> None:
