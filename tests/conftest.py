@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared_data import require_data
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 NIH_DATA = Path(os.environ.get("CXR_NIH_DATA", REPO.parent / "shared" / "data" / "nih"))
+SHARED_DATA = NIH_DATA.parent  # nih/, nih-extra/, nih-thumbs/
 SHIPPED_MODEL = REPO / "models" / "chexnet-densenet121"
 DEV_MODEL = REPO / "runs" / "dev-model"  # a barely trained model, used before a model is shipped
 BUILD = REPO / "build"
@@ -23,10 +25,14 @@ def fixture_images() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def nih_data() -> Path:
-    """The 388-image NIH sample beside the repo; tests that need it skip where it is absent."""
-    if not (NIH_DATA / "images_labels.csv").is_file():
-        pytest.skip(f"NIH sample not found at {NIH_DATA}")
-    return NIH_DATA
+    """The 388-image NIH sample beside the repo (skipped where absent, a failure under CI=true)."""
+    return require_data(NIH_DATA)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> list[Path]:
+    """nih/, nih-extra/ and nih-thumbs/ beside the repo (skipped where absent, a failure under CI=true)."""
+    return [require_data(SHARED_DATA / name) for name in ("nih", "nih-extra", "nih-thumbs")]
 
 
 @pytest.fixture(scope="session")
