@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from service.api.circuit_breaker import CircuitBreaker
 from service.api.model_runtime import ModelLoadError, ModelRuntime, load_model_runtime
 from service.api.settings import Settings
-from service.api.sidecar_client import SidecarClient
+from service.api.sidecar_client import SidecarClient, SidecarInstance
 from service.api.state import ServiceState
 
 logger = logging.getLogger("service.api.lifecycle")
@@ -65,6 +65,19 @@ async def load_model(state: ServiceState, loader: ModelLoader, on_failure: Calla
     state.load_finished.set()
 
 
+def note_sidecar_restart(state: ServiceState, instance: SidecarInstance) -> None:
+    state.metrics.sidecar_restarts.inc()
+    logger.warning(
+        "the Grad-CAM sidecar restarted (instance %s, restart %d seen by this API)",
+        instance.id,
+        state.sidecar.restarts_seen if state.sidecar else 0,
+    )
+
+
+def sidecar_started_at(client: SidecarClient) -> float:
+    return client.instance.started_at or 0.0 if client.instance is not None else 0.0
+
+
 def make_lifespan(
     loader: ModelLoader, on_load_failure: Callable[[], None] | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -73,7 +86,14 @@ def make_lifespan(
         state: ServiceState = app.state.service
         settings = state.settings
         breaker = CircuitBreaker(settings.gradcam_failure_threshold, settings.gradcam_retry_seconds)
-        state.sidecar = SidecarClient(settings.sidecar_url, settings.gradcam_timeout_seconds, breaker, None)
+        state.sidecar = SidecarClient(
+            settings.sidecar_url,
+            settings.gradcam_timeout_seconds,
+            breaker,
+            None,
+            on_restart=partial(note_sidecar_restart, state),
+        )
+        state.metrics.sidecar_started.set_function(partial(sidecar_started_at, state.sidecar))
         loading = asyncio.create_task(load_model(state, loader, on_load_failure))
         try:
             yield

@@ -61,6 +61,16 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.sidecar_restarts = Counter(
+            "cxr_sidecar_restarts",
+            "Restarts of the Grad-CAM sidecar this API noticed (the instance_id of its /readyz changed).",
+            registry=registry,
+        )
+        self.sidecar_started = Gauge(
+            "cxr_sidecar_started_timestamp_seconds",
+            "Start time (Unix seconds) of the sidecar process last seen; 0 before the first.",
+            registry=registry,
+        )
         self.heatmap_responses = Counter(
             "cxr_heatmap_responses",
             "Predictions answered with heatmaps, by engine.",

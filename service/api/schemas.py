@@ -134,6 +134,17 @@ class SidecarReadiness(BaseModel):
     )
     circuit: Literal["closed", "open", "half_open"]
     detail: str
+    instance_id: str | None = Field(
+        default=None, description="The sidecar process last seen (new with each restart); null before."
+    )
+    started_at: float | None = Field(
+        default=None, description="When that sidecar process started (Unix seconds)."
+    )
+    restarts_seen: int = Field(
+        default=0,
+        description="Sidecar restarts this API noticed (instance_id changed); also "
+        "cxr_sidecar_restarts_total in /metrics.",
+    )
 
 
 class Readiness(BaseModel):

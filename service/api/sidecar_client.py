@@ -5,9 +5,14 @@ http_error, bad_response, model_mismatch, circuit_open) so the caller can fall b
 Before its maps are used, the sidecar must show (GET /readyz, re-checked every
 `VERIFY_SECONDS`) that it serves the same weights (sha256) as this process: Grad-CAM of another
 model would be a wrong explanation, not a slow one.
+
+The sidecar's /readyz also carries its `instance_id` (new with every process): when the one this
+client sees changes, the sidecar was restarted (by service.run, Docker or Kubernetes alike) and
+`on_restart` is called (the API counts it in /metrics and shows it in /readyz).
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -29,6 +34,14 @@ class SidecarUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class SidecarInstance:
+    """One sidecar process, as its /readyz describes it."""
+
+    id: str
+    started_at: float | None  # Unix seconds
+
+
+@dataclass(frozen=True)
 class SidecarStatus:
     reachable: bool
     ready: bool
@@ -44,6 +57,7 @@ class SidecarClient:
         breaker: CircuitBreaker,
         model_sha256: str | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_restart: Callable[["SidecarInstance"], None] | None = None,
     ) -> None:
         self.base_url = base_url
         self.breaker = breaker
@@ -51,6 +65,9 @@ class SidecarClient:
         self.timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 2.0))
         self._client = httpx.AsyncClient(base_url=base_url, timeout=self.timeout, transport=transport)
         self._verified_until = 0.0
+        self.on_restart = on_restart
+        self.instance: SidecarInstance | None = None  # the sidecar process last seen
+        self.restarts_seen = 0
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -81,6 +98,7 @@ class SidecarClient:
             )
         except httpx.HTTPError as error:
             return SidecarStatus(False, False, None, _describe(error))
+        self._note_instance(response)
         if response.status_code != 200:
             return SidecarStatus(True, False, None, f"sidecar /readyz answered {response.status_code}")
         if self.model_sha256 is None:
@@ -93,6 +111,7 @@ class SidecarClient:
             response = await self._client.get("/readyz")
         except httpx.HTTPError as error:
             raise _unavailable(error) from None
+        self._note_instance(response)
         if response.status_code != 200:
             raise SidecarUnavailable("http_error", f"/readyz answered {response.status_code}")
         sha256 = _sha256_of(response)
@@ -101,6 +120,18 @@ class SidecarClient:
                 "model_mismatch", f"the sidecar serves weights {sha256}, this API serves {self.model_sha256}"
             )
         self._verified_until = time.monotonic() + VERIFY_SECONDS
+
+    def _note_instance(self, response: httpx.Response) -> None:
+        """Remember the sidecar process that answered /readyz; a new one after another is a restart."""
+        instance = _instance_of(response)
+        if instance is None or (self.instance is not None and instance.id == self.instance.id):
+            return
+        restarted = self.instance is not None
+        self.instance = instance
+        if restarted:
+            self.restarts_seen += 1
+            if self.on_restart is not None:
+                self.on_restart(instance)
 
     async def _request_gradcam(self, tensor: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
         shape = (int(tensor.shape[0]), int(tensor.shape[1]), int(tensor.shape[2]))
@@ -141,10 +172,23 @@ def _describe(error: httpx.HTTPError) -> str:
     return type(error).__name__
 
 
-def _sha256_of(response: httpx.Response) -> str | None:
+def _json_object(response: httpx.Response) -> dict[str, object]:
     try:
         body = response.json()
     except ValueError:
-        return None
-    value = body.get("sha256") if isinstance(body, dict) else None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _sha256_of(response: httpx.Response) -> str | None:
+    value = _json_object(response).get("sha256")
     return value if isinstance(value, str) else None
+
+
+def _instance_of(response: httpx.Response) -> SidecarInstance | None:
+    body = _json_object(response)
+    instance_id, started_at = body.get("instance_id"), body.get("started_at")
+    if not isinstance(instance_id, str) or not instance_id:
+        return None
+    started = float(started_at) if isinstance(started_at, int | float) else None
+    return SidecarInstance(instance_id, started)

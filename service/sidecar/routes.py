@@ -47,14 +47,17 @@ async def healthz() -> dict[str, str]:
 
 @health_router.get("/readyz", responses={503: {"description": "Model not loaded", **PROBLEM_RESPONSE}})
 async def readyz(request: Request, state: StateDep) -> JSONResponse:
-    """200 once the model is loaded and traced, 503 before (or if loading failed)."""
+    """200 once the model is loaded and traced, 503 before (or if loading failed); both carry this
+    process's instance_id and started_at (Unix seconds), which change when the sidecar restarts."""
+    instance = {"instance_id": state.instance_id, "started_at": state.started_at}
     if state.explainer is None:
         detail = state.load_error or "the model is still loading"
-        return problem(request, 503, "Model not ready", detail)
+        return problem(request, 503, "Model not ready", detail, **instance)
     card = state.card
     return JSONResponse(
         {
             "status": "ready",
+            **instance,
             "model": card.name,
             "version": card.version,
             "sha256": card.sha256,

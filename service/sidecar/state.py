@@ -1,5 +1,7 @@
 """What the sidecar holds while it runs, and the dependencies that hand it to routes."""
 
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +23,10 @@ class SidecarState:
     worker: TensorFlowWorker
     explainer: "Explainer | None" = None
     load_error: str | None = field(default=None)
+    # Who this process is: /readyz reports both, so a client (the API) sees the sidecar restart
+    # whatever restarted it (service.run, Docker's restart policy, Kubernetes).
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started_at: float = field(default_factory=time.time)  # Unix seconds
 
 
 def get_state(request: Request) -> SidecarState:

@@ -45,14 +45,18 @@ async def readiness_of(state: ServiceState) -> Readiness:
         model = ModelReadiness(state="ready", name=card.name, version=card.version, sha256=card.sha256)
     sidecar = None
     if state.sidecar is not None:
-        status = await state.sidecar.status()
+        client = state.sidecar
+        status = await client.status()
         sidecar = SidecarReadiness(
-            url=state.sidecar.base_url,
+            url=client.base_url,
             reachable=status.reachable,
             ready=status.ready,
             same_model=status.same_model,
-            circuit=state.sidecar.breaker.state.value,
+            circuit=client.breaker.state.value,
             detail=status.detail,
+            instance_id=client.instance.id if client.instance else None,
+            started_at=client.instance.started_at if client.instance else None,
+            restarts_seen=client.restarts_seen,
         )
     if runtime is None:
         overall = "failed" if state.load_error else "loading"

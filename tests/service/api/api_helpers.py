@@ -92,9 +92,11 @@ def png_bytes(array: np.ndarray) -> bytes:
 class StubSidecar:
     """A real HTTP server speaking service/gradcam_protocol.py, with switchable behaviour.
 
-    mode: "ok" (maps: a ramp per label), "error" (500), "garbage" (200, not the protocol).
-    `sha256` is what /readyz reports. Not the real sidecar (that one is tested with TensorFlow by
-    its own tests): this one lets the API's client be tested on success and on each failure.
+    mode: "ok" (maps: a ramp, rolled by the label's index, so each label has its own map),
+    "error" (500), "garbage" (200, not the protocol). `sha256` and `instance_id` are what /readyz
+    reports (change `instance_id` to play a restarted sidecar). Not the real sidecar (that one is
+    tested with TensorFlow by its own tests): this one lets the API's client be tested on success
+    and on each failure.
     """
 
     def __init__(self, sha256: str, heatmap_shape: tuple[int, int] = (4, 4)) -> None:
@@ -102,9 +104,11 @@ class StubSidecar:
         import json
         import threading
 
+        from cxr.labels import label_index
         from service.gradcam_protocol import GRADCAM_PATH, GradCamRequest, GradCamResponse, encode_array
 
         self.sha256 = sha256
+        self.instance_id = "stub-1"
         self.mode = "ok"
         self.gradcam_calls = 0
         stub = self
@@ -123,7 +127,8 @@ class StubSidecar:
 
             def do_GET(self) -> None:
                 if self.path == "/readyz":
-                    self._answer(200, {"status": "ready", "sha256": stub.sha256})
+                    ready = {"status": "ready", "sha256": stub.sha256, "instance_id": stub.instance_id}
+                    self._answer(200, {**ready, "started_at": 1.7e9})
                 else:
                     self._answer(200, {"status": "ok"})
 
@@ -141,7 +146,10 @@ class StubSidecar:
                 answer = GradCamResponse(
                     layer="relu",
                     heatmap_shape=heatmap_shape,
-                    heatmaps={label: encode_array(ramp.reshape(heatmap_shape)) for label in request.labels},
+                    heatmaps={
+                        label: encode_array(np.roll(ramp, label_index(label)).reshape(heatmap_shape))
+                        for label in request.labels
+                    },
                     seconds=0.01,
                 )
                 self._answer(200, answer.model_dump(mode="json"))

@@ -9,7 +9,7 @@ import pytest
 from api_helpers import StubSidecar
 
 from service.api.circuit_breaker import BreakerState, CircuitBreaker
-from service.api.sidecar_client import SidecarClient, SidecarUnavailable
+from service.api.sidecar_client import SidecarClient, SidecarInstance, SidecarUnavailable
 
 SHA = "a" * 64
 TENSOR = np.zeros((32, 32, 3), np.float32)
@@ -124,3 +124,37 @@ def test_breaker_recovers_when_the_sidecar_comes_back() -> None:
 
         asyncio.run(scenario())
         assert stub.gradcam_calls == 2
+
+
+def test_maps_differ_between_labels() -> None:
+    async def scenario(url: str) -> dict[str, np.ndarray]:
+        client = client_for(url)
+        try:
+            return await client.gradcam(TENSOR, ["Mass", "Effusion"])
+        finally:
+            await client.aclose()
+
+    with StubSidecar(SHA) as stub:
+        maps = asyncio.run(scenario(stub.url))
+    assert not np.array_equal(maps["Mass"], maps["Effusion"])
+
+
+def test_a_new_sidecar_instance_counts_as_a_restart() -> None:
+    seen: list[SidecarInstance] = []
+
+    async def scenario(stub: StubSidecar) -> None:
+        client = SidecarClient(stub.url, 2.0, CircuitBreaker(3, 30.0), SHA, on_restart=seen.append)
+        await client.status()
+        await client.gradcam(TENSOR, ["Mass"])  # verifies /readyz again: the same instance
+        assert (client.instance, client.restarts_seen) == (SidecarInstance("stub-1", 1.7e9), 0)
+        stub.instance_id = "stub-2"
+        await client.status()
+        assert client.instance is not None and client.instance.id == "stub-2"
+        assert client.restarts_seen == 1
+        await client.status()  # the same new instance again: no second restart
+        assert client.restarts_seen == 1
+        await client.aclose()
+
+    with StubSidecar(SHA) as stub:
+        asyncio.run(scenario(stub))
+    assert [instance.id for instance in seen] == ["stub-2"]

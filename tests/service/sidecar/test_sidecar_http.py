@@ -1,5 +1,7 @@
 """The real sidecar process over HTTP: real NIH images in, one normalised map per label out."""
 
+import time
+
 import httpx
 import numpy as np
 import pytest
@@ -29,6 +31,8 @@ def _heatmaps(
 def test_readyz_names_the_served_weights(sidecar_client: httpx.Client, card: ModelCard) -> None:
     body = sidecar_client.get("/readyz").json()
     assert (body["status"], body["sha256"], body["layer"]) == ("ready", card.sha256, card.last_conv_layer)
+    # Who this process is, so the API notices a restart: a uuid4 hex and a start time in the past.
+    assert len(body["instance_id"]) == 32 and 0 < time.time() - body["started_at"] < 86400
     assert sidecar_client.get("/healthz").json() == {"status": "ok"}
 
 
