@@ -1,9 +1,11 @@
 """DICOM pixel decoding with pydicom: modality LUT, VOI LUT or window, MONOCHROME1 inversion.
 
-Only pixels leave this module: no header value (names, IDs, dates) is returned, logged or put
-into an error message. pydicom parses elements lazily, so only the group 0028 elements read here
-are converted, and an error names the exception type, never pydicom's message (which may quote
-a value). Every failure is an `ImageError`: pydicom may raise almost anything on a damaged file.
+Only pixels and the Study and SOP Instance UIDs (checked to be UIDs: digits and dots) leave this
+module: no other header value (names, IDs, dates) is returned, logged or put into an error
+message. pydicom parses elements lazily, so only the group 0028 elements and the two UIDs read
+here are converted, and an error names the exception type, never pydicom's message (which may
+quote a value). Every failure is an `ImageError`: pydicom may raise almost anything on a damaged
+file.
 """
 
 import io
@@ -19,6 +21,7 @@ from pydicom.uid import UID
 
 from cxr.imaging import (
     CorruptImageError,
+    DicomInstance,
     ImageError,
     UnsupportedImageError,
     check_pixel_count,
@@ -44,6 +47,8 @@ _COLOUR = (
     "CMYK",
 )
 _UID = re.compile(r"[0-9.]{1,64}")
+# A UID as PS3.5 9.1 defines it: numeric components without leading zeros, separated by dots.
+_STRICT_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 # What pydicom raises on malformed files: it parses lazily, so any element access may raise.
 _MALFORMED = (
     InvalidDicomError,
@@ -62,14 +67,15 @@ _MALFORMED = (
 )
 
 
-def decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int]:
-    """Return (greyscale float32 pixels in [0, 1], bits stored) of the first frame."""
+def decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, DicomInstance]:
+    """Return (greyscale float32 pixels in [0, 1], bits stored, UIDs) of the first frame."""
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
         photometric, bits_stored = _check_header(dataset, max_pixels)
         stored = _first_frame(dataset, bits_stored)
         with np.errstate(all="ignore"):  # absurd slopes overflow to inf; clipped below
             pixels = _to_unit_range(stored, dataset, bits_stored)
+        instance = DicomInstance(_uid(dataset, "StudyInstanceUID"), _uid(dataset, "SOPInstanceUID"))
     except ImageError:
         raise
     except _MALFORMED as error:
@@ -77,7 +83,17 @@ def decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int]:
         raise CorruptImageError(f"the DICOM data cannot be decoded ({type(error).__name__})") from None
     if photometric == "MONOCHROME1":  # low values are white in MONOCHROME1
         pixels = 1.0 - pixels
-    return pixels.astype(np.float32), bits_stored
+    return pixels.astype(np.float32), bits_stored, instance
+
+
+def _uid(dataset: pydicom.Dataset, keyword: str) -> str | None:
+    """The element's value when it is a well-formed UID, else None (a damaged element that
+    swallowed its neighbours could hold other header values: those never pass the check)."""
+    try:
+        value = str(dataset.get(keyword, "") or "").strip().rstrip("\0")
+    except _MALFORMED:
+        return None
+    return value if len(value) <= 64 and _STRICT_UID.fullmatch(value) else None
 
 
 def _check_header(dataset: pydicom.Dataset, max_pixels: int) -> tuple[str, int]:

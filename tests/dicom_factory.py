@@ -65,6 +65,7 @@ def make_dataset(
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset.SOPClassUID = SecondaryCaptureImageStorage
     dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID = generate_uid()
     dataset.Modality = "DX"
     for keyword, value in IDENTIFYING_HEADER.items():
         setattr(dataset, keyword, value)

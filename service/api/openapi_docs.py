@@ -80,6 +80,27 @@ _PROBLEM_EXAMPLES = {
 }
 
 
+PREDICT_FHIR_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The prediction: this API's JSON (below), or with `Accept: application/fhir+json` "
+        "or `?format=fhir` a FHIR R4 DiagnosticReport (status preliminary, LOINC 36554-4) whose "
+        "contained resources are the model (Device), one Observation per label (probability, "
+        "POS/NEG from the operating threshold) and one Media per heatmap; for DICOM input it "
+        "refers to the study and image by their Study and SOP Instance UIDs only.",
+        "content": {
+            "application/fhir+json": {
+                "schema": {
+                    "type": "object",
+                    "description": "FHIR R4 DiagnosticReport (https://hl7.org/fhir/R4/diagnosticreport.html)",
+                    "required": ["resourceType", "status", "code"],
+                    "properties": {"resourceType": {"const": "DiagnosticReport"}},
+                }
+            }
+        },
+    }
+}
+
+
 def problem_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for error statuses (made problem+json by `install_openapi`)."""
     return {status: {"model": ProblemDetails, "description": text} for status, text in descriptions.items()}

@@ -1,25 +1,31 @@
 """One prediction: decode -> checks -> shared preprocessing -> onnxruntime -> findings -> heatmaps.
 
-`analyse` is the CPU part and runs in a worker thread while holding an admission slot;
-`predict` orchestrates it, the heatmap engine (sidecar, else CAM fast path, else none) and the
-rendering, and builds the response. Heatmap trouble is a warning, never an error.
+Every protocol goes through here: /v1 JSON and its FHIR form call `predict`; the Open Inference
+Protocol (/v2) calls `analyse_images` (encoded images) or `infer_tensors` (preprocessed inputs).
+`analyse` (one image, decode to inference) and `infer` (one preprocessed tensor) are the CPU parts
+and run in a worker thread while holding an admission slot; `predict` adds the heatmap engine
+(sidecar, else CAM fast path, else none) and the rendering, and builds the response. Heatmap
+trouble is a warning, never an error. `refuse_if_full` and `within_limits` turn overload and
+REQUEST_TIMEOUT_SECONDS into 503s, counted in the metrics, for every route alike.
 """
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 import numpy as np
 
-from cxr.imaging import decode_image
+from cxr.imaging import DicomInstance, decode_image
 from cxr.labels import LABELS
 from cxr.preprocessing import resize_grey
+from service.api.admission import Overloaded
 from service.api.heatmaps import HeatmapStyle, cam_heatmaps, check_heatmap_size
-from service.api.model_runtime import ModelRuntime
+from service.api.model_runtime import ModelRuntime, Prediction
 from service.api.ood import out_of_distribution_reasons
-from service.api.problems import Problem
+from service.api.problems import Problem, overloaded
 from service.api.rendering import render_heatmap
 from service.api.request_context import current_request_id
 from service.api.request_parsing import PredictionRequest
@@ -28,6 +34,7 @@ from service.api.sidecar_client import SidecarUnavailable
 from service.api.state import ServiceState
 
 Engine = Literal["tensorflow", "cam"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,14 +45,30 @@ class Analysis:
     background: np.ndarray | None  # the radiograph at heatmap size, for overlays
     heatmap_size: int
     ood_reasons: list[str]
+    instance: DicomInstance | None  # the DICOM source's Study/SOP Instance UIDs, else None
 
 
-def analyse(state: ServiceState, runtime: ModelRuntime, request: PredictionRequest) -> Analysis:
+@dataclass(frozen=True)
+class Outcome:
+    """A /v1 prediction: the response and the DICOM UIDs it may be linked to (FHIR)."""
+
+    response: PredictResponse
+    instance: DicomInstance | None
+
+
+def analyse(
+    state: ServiceState,
+    runtime: ModelRuntime,
+    image: bytes,
+    heatmap_size: int | None = None,
+    overlay: bool = False,
+) -> Analysis:
+    """One image: decode -> size and out-of-distribution checks -> preprocessing -> inference."""
     settings, metrics = state.settings, state.metrics
     started = time.perf_counter()
-    decoded = decode_image(request.image, settings.max_pixels)
+    decoded = decode_image(image, settings.max_pixels)
     height, width = decoded.pixels.shape
-    size = check_heatmap_size(request.size, runtime.input_size, (height, width), settings.heatmap_max_size)
+    size = check_heatmap_size(heatmap_size, runtime.input_size, (height, width), settings.heatmap_max_size)
     reasons = out_of_distribution_reasons(decoded)
     if reasons and settings.ood_mode == "refuse":
         raise Problem(
@@ -55,13 +78,71 @@ def analyse(state: ServiceState, runtime: ModelRuntime, request: PredictionReque
             title="Not a chest X-ray",
         )
     tensor = runtime.preprocess(decoded.pixels)
-    overlay = request.spec.wanted and request.style is HeatmapStyle.OVERLAY
     background = resize_grey(decoded.pixels, size) if overlay else None
     metrics.preprocess_seconds.observe(time.perf_counter() - started)
+    prediction = infer(state, runtime, tensor)
+    return Analysis(
+        prediction.probabilities,
+        prediction.feature_map,
+        tensor,
+        background,
+        size,
+        reasons,
+        decoded.instance,
+    )
+
+
+def infer(state: ServiceState, runtime: ModelRuntime, tensor: np.ndarray) -> Prediction:
+    """One preprocessed (size, size, 3) input through onnxruntime, timed in the metrics."""
     started = time.perf_counter()
-    prediction = runtime.predict(tensor)
-    metrics.inference_seconds.observe(time.perf_counter() - started)
-    return Analysis(prediction.probabilities, prediction.feature_map, tensor, background, size, reasons)
+    # Alone, the wide thread pool gets the idle cores; with other requests in flight, one thread.
+    alone = state.admission.running + state.admission.queued <= 1
+    prediction = runtime.predict(tensor, alone=alone)
+    state.metrics.inference_seconds.observe(time.perf_counter() - started)
+    return prediction
+
+
+async def analyse_images(state: ServiceState, runtime: ModelRuntime, images: list[bytes]) -> list[Analysis]:
+    """`analyse` for each image, in one admission slot (a batch is one request)."""
+    async with state.admission.slot():
+        return await anyio.to_thread.run_sync(lambda: [analyse(state, runtime, image) for image in images])
+
+
+async def infer_tensors(state: ServiceState, runtime: ModelRuntime, tensors: np.ndarray) -> list[Prediction]:
+    """`infer` for each (size, size, 3) input of an (N, size, size, 3) batch, in one admission slot.
+
+    One at a time, as /v1 runs them, so that the same input gives the same numbers on every route.
+    """
+    async with state.admission.slot():
+        return await anyio.to_thread.run_sync(lambda: [infer(state, runtime, tensor) for tensor in tensors])
+
+
+def refuse_if_full(state: ServiceState) -> None:
+    """503 at once, before the body is read, when every slot and the queue are taken."""
+    try:
+        state.admission.check()
+    except Overloaded as error:
+        state.metrics.rejected.labels("overloaded").inc()
+        raise overloaded(str(error)) from None
+
+
+async def within_limits(state: ServiceState, work: Callable[[], Awaitable[T]]) -> T:
+    """Await `work()` within REQUEST_TIMEOUT_SECONDS; overload and timeout become 503 problems."""
+    try:
+        with anyio.fail_after(state.settings.request_timeout_seconds):
+            return await work()
+    except Overloaded as error:
+        state.metrics.rejected.labels("overloaded").inc()
+        raise overloaded(str(error)) from None
+    except TimeoutError:
+        state.metrics.rejected.labels("timeout").inc()
+        raise Problem(
+            503,
+            f"the prediction took longer than {state.settings.request_timeout_seconds:g} s",
+            slug="timeout",
+            title="Timed out",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 def findings_of(probabilities: np.ndarray, thresholds: dict[str, float]) -> list[Finding]:
@@ -101,9 +182,12 @@ def render_all(maps: dict[str, np.ndarray], analysis: Analysis, style: HeatmapSt
     }
 
 
-async def predict(state: ServiceState, runtime: ModelRuntime, request: PredictionRequest) -> PredictResponse:
+async def predict(state: ServiceState, runtime: ModelRuntime, request: PredictionRequest) -> Outcome:
+    overlay = request.spec.wanted and request.style is HeatmapStyle.OVERLAY
     async with state.admission.slot():
-        analysis = await anyio.to_thread.run_sync(partial(analyse, state, runtime, request))
+        analysis = await anyio.to_thread.run_sync(
+            partial(analyse, state, runtime, request.image, request.size, overlay)
+        )
     warnings = [f"the image may not be a frontal chest X-ray: {reason}" for reason in analysis.ood_reasons]
     maps, engine, heatmap_warnings = await explain(
         state, runtime, analysis, request.spec.select(analysis.probabilities)
@@ -117,7 +201,7 @@ async def predict(state: ServiceState, runtime: ModelRuntime, request: Predictio
     if engine is not None:
         state.metrics.heatmap_responses.labels(engine).inc()
     card = runtime.card
-    return PredictResponse(
+    response = PredictResponse(
         probabilities={label: float(p) for label, p in zip(LABELS, analysis.probabilities, strict=True)},
         findings=findings_of(analysis.probabilities, card.thresholds),
         heatmaps=heatmaps,
@@ -126,3 +210,4 @@ async def predict(state: ServiceState, runtime: ModelRuntime, request: Predictio
         request_id=current_request_id() or "",
         warnings=warnings,
     )
+    return Outcome(response, analysis.instance)

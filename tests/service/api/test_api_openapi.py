@@ -37,8 +37,13 @@ def test_predict_documents_both_request_bodies_with_examples(openapi: dict[str, 
 
 def test_predict_query_parameters(openapi: dict[str, Any]) -> None:
     parameters = {p["name"]: p for p in openapi["paths"]["/v1/predict"]["post"]["parameters"]}
-    assert set(parameters) == {"heatmaps", "heatmap_style", "heatmap_size"}
+    assert set(parameters) == {"heatmaps", "heatmap_style", "heatmap_size", "format"}
     assert all(p["in"] == "query" and p.get("description") for p in parameters.values())
+
+
+def test_the_fhir_answer_is_documented(openapi: dict[str, Any]) -> None:
+    content = openapi["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"]
+    assert {"application/json", "application/fhir+json"} <= set(content)
 
 
 def test_errors_are_documented_as_problem_json(openapi: dict[str, Any]) -> None:
