@@ -11,6 +11,9 @@
   .errors.csv), with the reason; they are retried on the next run.
 * Resumable: files already in OUT are skipped, so an interrupted run continues where it stopped
   (CSV rows are flushed every batch, JSON is rewritten atomically every --checkpoint-seconds).
+* Sharding (service.batch_shards): `--shard INDEX/COUNT`, or JOB_COMPLETION_INDEX + SHARD_COUNT
+  in the environment (a Kubernetes Indexed Job), scores only the files whose path hashes to INDEX
+  and writes OUT as OUT.shard-INDEX-of-COUNT; `python -m service.batch_merge` joins the shards.
 * Throughput: files are read, decoded and preprocessed by a thread pool while onnxruntime scores
   the previous batch (decoders and onnxruntime release the GIL); see `make bench` for the figure
   against bare onnxruntime.
@@ -37,6 +40,7 @@ from cxr.imaging import decode_image
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard
 from cxr.onnx_manifest import INPUT_NAME, PROBABILITIES_OUTPUT, ExportManifest
+from service.batch_shards import SHARD_COUNT_ENV, SHARD_INDEX_ENV, Shard, ShardError, shard_from_environ
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}  # DICOM files often have no suffix
 PATH_COLUMNS = ("path", "file", "filename", "image", "Image", "Image Index")
@@ -372,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--image-root", type=Path, help="base of relative CSV paths (default: the CSV's folder)"
     )
+    parser.add_argument(
+        "--shard",
+        type=_shard_argument,
+        help=f"score only shard INDEX/COUNT (e.g. 0/4) into OUT.shard-INDEX-of-COUNT "
+        f"(default: {SHARD_INDEX_ENV}/{SHARD_COUNT_ENV} when both are set)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=0, help="decode threads (default: one per core)")
     parser.add_argument(
@@ -392,13 +402,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shard_argument(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ShardError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.batch_size < 1:
         print("--batch-size must be at least 1", file=sys.stderr)
         return 2
+    shard: Shard | None = args.shard
+    if shard is None:
+        try:
+            shard = shard_from_environ(os.environ)
+        except ShardError as error:
+            parser.error(str(error))
+    out: Path = args.out if shard is None else shard.output_path(args.out)
+    errors_path = args.errors or errors_path_for(out)
+    if shard is not None and args.errors:
+        errors_path = shard.output_path(args.errors)
     try:
-        items = list_inputs(args.source, path_column=args.path_column, image_root=args.image_root)
+        listed = list_inputs(args.source, path_column=args.path_column, image_root=args.image_root)
+        items = listed if shard is None else [item for item in listed if shard.holds(item.key)]
         scorer = OnnxScorer(
             args.model_dir,
             args.onnx_dir,
@@ -407,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_spinning=args.allow_spinning,
         )
         writer = ScoreWriter(
-            args.out, scorer.card, resume=not args.overwrite, checkpoint_seconds=args.checkpoint_seconds
+            out, scorer.card, resume=not args.overwrite, checkpoint_seconds=args.checkpoint_seconds
         )
     except (BatchInputError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -423,17 +452,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     finally:
         writer.close()
-    errors_path = args.errors or errors_path_for(args.out)
     if summary.failed or errors_path.exists():
         write_errors(errors_path, summary.failed)
     print(
-        f"{summary.scored} scored, {summary.already_done} already in {args.out}, "
+        (f"shard {shard}: {summary.total} of {len(listed)} files; " if shard is not None else "")
+        + f"{summary.scored} scored, {summary.already_done} already in {out}, "
         f"{len(summary.failed)} unreadable"
         + (f" (listed in {errors_path})" if summary.failed else "")
         + f"; {summary.images_per_second:.1f} images/s with {scorer.onnx_path.name}",
         file=sys.stderr,
     )
-    if summary.total == 0:
+    if not listed:
         print(f"error: no images found in {args.source}", file=sys.stderr)
         return 1
     return 1 if summary.failed and summary.scored == 0 and summary.already_done == 0 else 0
