@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        shards = [Shard(index, args.shards) for index in range(args.shards)]
+        shards = [Shard(index, args.shards) for index in range(max(args.shards, 1))]
     except ShardError as error:
         parser.error(str(error))
     try:
