@@ -96,6 +96,15 @@ compose-config:
 compose-check: install compose-config
 	$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
+# Validate deploy/k8s against Kubernetes' own schemas, offline and strict (unknown fields fail), with
+# kubernetes-validate's bundled schemas; tests/deploy/test_k8s.py does the same in `make test` and
+# checks the manifests against the Dockerfile, the compose file and the apps.
+K8S_VERSION ?= 1.33
+.PHONY: k8s-validate
+k8s-validate: install
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) \
+		$$(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml | sort)
+
 # Headless locust against a running service (make run): CSV + HTML in loadtest-results/, then
 # requests/s, p50/p95/p99 and failures printed. Fails when any request failed.
 LOADTEST_USERS ?= 4
