@@ -12,7 +12,7 @@ from service.api.limits import BodyLimitMiddleware
 from service.api.openapi_docs import install_openapi
 from service.api.problems import install_problem_handlers, internal_error_answer
 from service.api.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
-from service.api.routes import docs, health, metrics, model, page, predict
+from service.api.routes import docs, health, metrics, model, page, predict, v2
 from service.api.security_headers import SecurityHeadersMiddleware
 from service.api.settings import Settings, get_settings
 from service.api.state import ServiceState
@@ -27,11 +27,19 @@ unavailable).
 Authentication: when the server has API keys, `/v1/*` needs `X-API-Key: <key>` or
 `Authorization: Bearer <key>`. Errors are `application/problem+json`
 (`type`, `title`, `status`, `detail`, `request_id`). Every response has an `X-Request-ID` header.
+
+`/v1/predict` also answers FHIR R4 (a DiagnosticReport) for `Accept: application/fhir+json` or
+`?format=fhir`. `/v2/*` is the Open Inference Protocol (KServe v2 / Triton HTTP, with the binary
+tensor data extension): same keys and limits, errors as `{"error": "..."}`.
 """
 TAGS = [
     {"name": "prediction", "description": "Classify a radiograph."},
     {"name": "model", "description": "What model is served."},
     {"name": "operations", "description": "Health, readiness and metrics."},
+    {
+        "name": "open inference protocol",
+        "description": "KServe v2 / Triton HTTP: health, metadata, inference (JSON or binary tensors).",
+    },
 ]
 
 
@@ -92,6 +100,8 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(page.router)
     app.include_router(docs.router)
+    app.include_router(v2.health)
+    app.include_router(v2.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR, check_dir=False), name="static")
     app.mount(docs.ASSETS_PATH, StaticFiles(directory=docs.ASSETS_DIR), name="docs-static")
     install_openapi(app)

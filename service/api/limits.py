@@ -52,7 +52,7 @@ class BodyLimitMiddleware:
         limit = self.max_body_bytes
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            await problem_response(body_too_large(limit))(scope, receive, send)
+            await problem_response(body_too_large(limit), scope["path"])(scope, receive, send)
             return
 
         received = 0
@@ -92,4 +92,4 @@ class BodyLimitMiddleware:
             # Only reached when the body was read outside the app's exception handling.
             if response_started or problem.status not in (408, 413):
                 raise
-            await problem_response(problem)(scope, receive, send)
+            await problem_response(problem, scope["path"])(scope, receive, send)

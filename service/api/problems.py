@@ -2,9 +2,10 @@
 
 Code anywhere in the API raises `Problem` (or a library error mapped in `IMAGE_ERRORS`); the
 handlers installed by `install_problem_handlers` turn it, FastAPI's validation errors and
-Starlette's HTTP exceptions into one response shape. Anything else is a bug: the request-context
-middleware logs its traceback (never its message, which may quote client data) and answers
-`internal_error_answer()`.
+Starlette's HTTP exceptions into one response shape. Under /v2 (the Open Inference Protocol) the
+same errors are answered in that protocol's shape, {"error": detail}, with the same status.
+Anything else is a bug: the request-context middleware logs its traceback (never its message,
+which may quote client data) and answers `internal_error_answer()`.
 """
 
 import json
@@ -27,6 +28,7 @@ from service.api.request_context import current_request_id
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:cxr:problem:"
+INFERENCE_PROTOCOL_PREFIX = "/v2"
 
 # status -> (type slug, title) used when a Problem does not name its own.
 _STANDARD: dict[int, tuple[str, str]] = {
@@ -104,7 +106,14 @@ def problem_body(status: int, slug: str, title: str, detail: str, **extra: Any) 
     }
 
 
-def problem_response(problem: Problem) -> JSONResponse:
+def speaks_inference_protocol(path: str) -> bool:
+    return path == INFERENCE_PROTOCOL_PREFIX or path.startswith(INFERENCE_PROTOCOL_PREFIX + "/")
+
+
+def problem_response(problem: Problem, path: str = "") -> JSONResponse:
+    """The problem+json answer, or {"error": detail} for a request to `path` under /v2."""
+    if speaks_inference_protocol(path):
+        return JSONResponse({"error": problem.detail}, status_code=problem.status, headers=problem.headers)
     body = problem_body(problem.status, problem.slug, problem.title, problem.detail, **problem.extra)
     return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
 
@@ -120,29 +129,33 @@ def describe_validation_errors(errors: list[Any]) -> str:
 
 async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
-    return problem_response(exc)
+    return problem_response(exc, request.url.path)
 
 
 async def _handle_image_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImageError)
-    return problem_response(problem_from_image_error(exc))
+    return problem_response(problem_from_image_error(exc), request.url.path)
 
 
 async def _handle_heatmap_spec(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
-        Problem(422, str(exc), slug="invalid-heatmap-parameters", title="Invalid heatmap parameters")
+        Problem(422, str(exc), slug="invalid-heatmap-parameters", title="Invalid heatmap parameters"),
+        request.url.path,
     )
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return problem_response(Problem(422, describe_validation_errors(list(exc.errors()))))
+    status = 400 if speaks_inference_protocol(request.url.path) else 422  # the protocol's 400
+    return problem_response(Problem(status, describe_validation_errors(list(exc.errors()))), request.url.path)
 
 
 async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else _STANDARD.get(exc.status_code, ("", "Error"))[1]
-    return problem_response(Problem(exc.status_code, detail, headers=dict(exc.headers or {})))
+    return problem_response(
+        Problem(exc.status_code, detail, headers=dict(exc.headers or {})), request.url.path
+    )
 
 
 def internal_error_answer() -> tuple[int, dict[str, str], bytes]:

@@ -1,0 +1,239 @@
+"""The Open Inference Protocol (/v2) driven by the official client, tritonclient[http], against a real
+API process (`python -m service.api`): image bytes and preprocessed tensors, binary and JSON, a
+batch of 4, answers equal to /v1/predict's, the protocol's errors, and the same keys, limits and
+metrics as /v1. One process for the module."""
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from processes import LOOPBACK, free_port, running_module, wait_until_ready
+from tritonclient.utils import InferenceServerException
+
+from cxr.labels import LABELS
+from cxr.model_card import ModelCard, load_model_card
+from cxr.preprocessing import preprocess_bytes
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+KEY = "v2-test-key-4c1e9b"
+MAX_BODY_BYTES = 8 * 1024 * 1024
+START_SECONDS = 180.0
+
+
+@pytest.fixture(scope="module")
+def card(model_dir: Path) -> ModelCard:
+    return load_model_card(model_dir)
+
+
+@pytest.fixture(scope="module")
+def base_url(model_dir: Path, onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {
+        "MODEL_DIR": str(model_dir),
+        "ONNX_DIR": str(onnx_dir),
+        "API_HOST": LOOPBACK,
+        "API_PORT": str(port),
+        "GRADCAM_URL": f"http://{LOOPBACK}:{free_port()}",
+        "API_KEYS": KEY,
+        "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "ORT_INTRA_OP_THREADS": "2",
+    }
+    url = f"http://{LOOPBACK}:{port}"
+    with running_module("service.api", env, tmp_path_factory.mktemp("v2-api-logs"), url) as api:
+        wait_until_ready(f"{url}/readyz", api, timeout=START_SECONDS)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(url=base_url.removeprefix("http://"), network_timeout=120.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    """The 4 committed NIH radiographs."""
+    paths = sorted(FIXTURES.glob("*.png"))
+    assert len(paths) == 4
+    return [path.read_bytes() for path in paths]
+
+
+@pytest.fixture(scope="module")
+def reference(base_url: str, images: list[bytes]) -> np.ndarray:
+    """/v1/predict's probabilities of each image, (4, 14) in LABELS order."""
+    rows = []
+    for image in images:
+        response = httpx.post(
+            f"{base_url}/v1/predict", files={"file": ("x.png", image)}, headers=auth(), timeout=120
+        )
+        assert response.status_code == 200, response.text
+        rows.append([response.json()["probabilities"][label] for label in LABELS])
+    return np.asarray(rows)
+
+
+def auth() -> dict[str, str]:
+    """A fresh headers dict per call: tritonclient adds Inference-Header-Content-Length to the dict
+    it is given, and a stale one would cut the next request's JSON."""
+    return {"X-API-Key": KEY}
+
+
+def same_as_v1(probabilities: np.ndarray | None, reference: np.ndarray) -> None:
+    assert probabilities is not None and probabilities.dtype == np.float32
+    # /v1 writes the graph's float32 values as JSON numbers: equal, not merely close.
+    np.testing.assert_array_equal(probabilities, reference.astype(np.float32))
+
+
+def image_input(images: list[bytes], binary: bool = True) -> triton.InferInput:
+    tensor = triton.InferInput("image", [len(images)], "BYTES")
+    if binary:
+        tensor.set_data_from_numpy(np.array(images, dtype=np.object_))
+    else:  # JSON strings: each image base64
+        tensor.set_data_from_numpy(np.array([base64.b64encode(i) for i in images], dtype=np.object_), False)
+    return tensor
+
+
+def tensor_input(images: list[bytes], card: ModelCard, binary: bool = True) -> triton.InferInput:
+    norm = card.normalisation
+    batch = np.stack([preprocess_bytes(image, card.input_size, norm.mean, norm.std) for image in images])
+    tensor = triton.InferInput("input", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch.astype(np.float32), binary_data=binary)
+    return tensor
+
+
+def test_health_and_metadata(client: triton.InferenceServerClient, card: ModelCard) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(card.name, headers=auth())
+    assert client.is_model_ready(card.name, card.version, headers=auth())
+    assert "binary_tensor_data" in client.get_server_metadata(headers=auth())["extensions"]
+    metadata = client.get_model_metadata(card.name, headers=auth())
+    assert metadata["name"] == card.name and metadata["versions"] == [card.version]
+    assert {(t["name"], t["datatype"]) for t in metadata["inputs"]} == {("image", "BYTES"), ("input", "FP32")}
+    outputs = {t["name"]: t["shape"] for t in metadata["outputs"]}
+    assert outputs["probabilities"] == [-1, len(LABELS)] and outputs["feature_map"][0] == -1
+
+
+def test_a_batch_of_4_images_as_binary_bytes(
+    client: triton.InferenceServerClient, card: ModelCard, images: list[bytes], reference: np.ndarray
+) -> None:
+    result = client.infer(card.name, [image_input(images)], headers=auth())  # binary in and out
+    same_as_v1(result.as_numpy("probabilities"), reference)
+    assert result.as_numpy("feature_map") is None  # only when asked for
+
+
+def test_images_as_json_base64_strings(
+    client: triton.InferenceServerClient, card: ModelCard, images: list[bytes], reference: np.ndarray
+) -> None:
+    outputs = [triton.InferRequestedOutput("probabilities", binary_data=False)]
+    result = client.infer(
+        card.name,
+        [image_input(images[:2], binary=False)],
+        outputs=outputs,
+        headers=auth(),
+        model_version=card.version,
+    )
+    assert result.get_response()["outputs"][0]["data"]  # answered in JSON
+    same_as_v1(result.as_numpy("probabilities"), reference[:2])
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_preprocessed_tensors(
+    client: triton.InferenceServerClient,
+    card: ModelCard,
+    images: list[bytes],
+    reference: np.ndarray,
+    binary: bool,
+) -> None:
+    count = 4 if binary else 1  # a JSON tensor is ~1 MB of text per image
+    outputs = [
+        triton.InferRequestedOutput("probabilities", binary_data=binary),
+        triton.InferRequestedOutput("feature_map", binary_data=True),
+    ]
+    result = client.infer(
+        card.name, [tensor_input(images[:count], card, binary)], outputs=outputs, headers=auth()
+    )
+    same_as_v1(result.as_numpy("probabilities"), reference[:count])
+    feature_map = result.as_numpy("feature_map")
+    assert feature_map is not None and feature_map.shape[0] == count and np.all(np.isfinite(feature_map))
+
+
+def error_of(call: Any) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    return caught.value
+
+
+def test_errors_are_the_protocols(
+    client: triton.InferenceServerClient,
+    base_url: str,
+    card: ModelCard,
+    images: list[bytes],
+    reference: np.ndarray,
+) -> None:
+    cases = {
+        "non-image bytes": (
+            lambda: client.infer(card.name, [image_input([b"not an image"])], headers=auth()),
+            "400",
+        ),
+        "wrong shape": (
+            lambda: client.infer(
+                card.name, [_fp32("input", np.zeros((1, 64, 64, 3), np.float32))], headers=auth()
+            ),
+            "400",
+        ),
+        "unknown model": (lambda: client.infer("resnet50", [image_input(images[:1])], headers=auth()), "404"),
+        "unknown version": (
+            lambda: client.infer(card.name, [image_input(images[:1])], model_version="99", headers=auth()),
+            "404",
+        ),
+        "unknown output": (
+            lambda: client.infer(
+                card.name,
+                [image_input(images[:1])],
+                outputs=[triton.InferRequestedOutput("logits")],
+                headers=auth(),
+            ),
+            "400",
+        ),
+        "unknown input": (
+            lambda: client.infer(card.name, [_fp32("pixels", np.zeros((1, 4), np.float32))], headers=auth()),
+            "400",
+        ),
+        "no key": (lambda: client.infer(card.name, [image_input(images[:1])]), "401"),
+        "unknown model metadata": (lambda: client.get_model_metadata("resnet50", headers=auth()), "404"),
+    }
+    for name, (call, status) in cases.items():
+        error = error_of(call)
+        assert error.status() == status, (name, error)
+        assert error.message(), name  # the {"error": ...} text
+    assert "logits" in error_of(cases["unknown output"][0]).message()
+    raw = httpx.post(f"{base_url}/v2/models/{card.name}/infer", content=b"{", headers=auth())
+    assert raw.status_code == 400 and set(raw.json()) == {"error"}
+    too_large = httpx.post(
+        f"{base_url}/v2/models/{card.name}/infer", content=b"\0" * (MAX_BODY_BYTES + 1), headers=auth()
+    )
+    assert too_large.status_code == 413 and set(too_large.json()) == {"error"}
+    # Still serving, with the same answers.
+    assert client.is_server_ready()
+    same_as_v1(
+        client.infer(card.name, [image_input(images[:1])], headers=auth()).as_numpy("probabilities"),
+        reference[:1],
+    )
+
+
+def _fp32(name: str, array: np.ndarray) -> triton.InferInput:
+    tensor = triton.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def test_v2_shares_the_metrics(base_url: str) -> None:
+    page = httpx.get(f"{base_url}/metrics").text
+    assert (
+        'cxr_http_requests_total{endpoint="/v2/models/{model_name}/infer",method="POST",status="200"}' in page
+    )
+    assert 'endpoint="/v2/models/{model_name}/infer",method="POST",status="400"' in page
