@@ -1,39 +1,192 @@
-"""Where one request's in-process time goes: decode, out-of-distribution guard, preprocessing,
-onnxruntime. Each stage runs on its own input, repeated; medians printed in ms.
+"""Where one request's CPU time goes: each stage of /v1/predict in this process, against the CPU the
+real API process spends per request. CPU time, not wall time, so the table holds on a busy machine.
 
-    .venv/bin/python -m bench.stages [--image tests/fixtures/00000001_000.png] [--repeats 50]
+    .venv/bin/python -m bench.stages [--image tests/fixtures/00000001_000.png] [--repeats 40]
+
+In-process, each stage runs on its own input, repeated, through the service's own functions:
+multipart parsing (read_prediction_request on a body encoded by httpx), decode, the
+out-of-distribution guard, preprocessing, onnxruntime (process CPU: its pool threads count, and
+so does their spinning) and the response (findings, the response model, FastAPI's JSON). The
+real API (`python -m service.api`, started here unless given) answers `--repeats` requests one at
+a time; its CPU per request (/proc/PID/stat, all threads) less the stages is the rest: the HTTP
+server, routing, middleware, the event loop and the hops to worker threads.
 """
 
-import argparse
-import statistics
-from pathlib import Path
+from __future__ import annotations
 
-from bench.__main__ import timed_ms
-from cxr.imaging import decode_image
-from service.api.model_runtime import load_model_runtime
-from service.api.ood import out_of_distribution_reasons
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.procs import REPO, Service
+
+PREDICT = "/v1/predict"
+
+
+def thread_cpu_ms(call: Callable[[], object], repeats: int, warm_up: int = 2) -> float:
+    """Median CPU time (this thread only) of one call, ms."""
+    for _ in range(warm_up):
+        call()
+    times = []
+    for _ in range(repeats):
+        started = time.thread_time()
+        call()
+        times.append(time.thread_time() - started)
+    return statistics.median(times) * 1000.0
+
+
+def process_cpu_ms(call: Callable[[], object], repeats: int, warm_up: int = 2) -> float:
+    """Mean CPU time of the whole process (every thread) per call, ms."""
+    for _ in range(warm_up):
+        call()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    before = usage.ru_utime + usage.ru_stime
+    for _ in range(repeats):
+        call()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime - before) * 1000.0 / repeats
+
+
+def pid_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def multipart_body(image: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    request = httpx.Request(
+        "POST", "http://bench" + PREDICT, files={"file": ("image.png", image, "image/png")}
+    )
+    return request.read(), [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]
+
+
+def in_process_stages(settings: Any, image: bytes, repeats: int) -> dict[str, float]:
+    """CPU ms of each stage, with the runtime the API's settings give."""
+    from fastapi.responses import JSONResponse
+    from starlette.requests import Request
+
+    from cxr.imaging import decode_image
+    from cxr.labels import LABELS
+    from service.api.lifecycle import load_from_settings
+    from service.api.ood import out_of_distribution_reasons
+    from service.api.prediction import findings_of
+    from service.api.request_parsing import QueryOptions, read_prediction_request
+    from service.api.schemas import ModelInfo, PredictResponse
+
+    runtime = load_from_settings(settings)
+    body, headers = multipart_body(image)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": PREDICT, "headers": headers, "query_string": b""}
+    loop = asyncio.new_event_loop()
+
+    def parse() -> object:
+        request = Request(scope, receive)
+        return loop.run_until_complete(read_prediction_request(request, QueryOptions(None, None, None)))
+
+    decoded = decode_image(image)
+    tensor = runtime.preprocess(decoded.pixels)
+    probabilities = runtime.predict(tensor).probabilities
+    card = runtime.card
+
+    def respond() -> bytes:
+        response = PredictResponse(
+            probabilities={label: float(p) for label, p in zip(LABELS, probabilities, strict=True)},
+            findings=findings_of(probabilities, card.thresholds),
+            heatmaps={},
+            heatmap_engine=None,
+            model=ModelInfo(name=card.name, version=card.version, sha256=card.sha256),
+            request_id="0" * 32,
+            warnings=[],
+        )
+        return bytes(JSONResponse(response.model_dump(mode="json")).body)
+
+    try:
+        return {
+            "multipart parsing": thread_cpu_ms(parse, repeats),
+            "decode": thread_cpu_ms(lambda: decode_image(image), repeats),
+            "out-of-distribution guard": thread_cpu_ms(lambda: out_of_distribution_reasons(decoded), repeats),
+            "preprocess": thread_cpu_ms(lambda: runtime.preprocess(decoded.pixels), repeats),
+            "inference (process CPU)": process_cpu_ms(lambda: runtime.predict(tensor), repeats),
+            "response and JSON": thread_cpu_ms(respond, repeats),
+        }
+    finally:
+        loop.close()
+
+
+def api_cpu_per_request_ms(api: Service, image: bytes, requests: int) -> float:
+    """CPU the API process spends per /v1/predict (probabilities only), one request at a time."""
+    with httpx.Client(base_url=api.url, timeout=120.0) as client:
+
+        def post() -> None:
+            response = client.post(
+                PREDICT, params={"heatmaps": "none"}, files={"file": ("image.png", image, "image/png")}
+            )
+            response.raise_for_status()
+
+        for _ in range(3):
+            post()
+        before = pid_cpu_seconds(api.process.pid)
+        for _ in range(requests):
+            post()
+        return (pid_cpu_seconds(api.process.pid) - before) * 1000.0 / requests
+
+
+def stage_table(api: Service, settings: Any, image: bytes, repeats: int) -> dict[str, Any]:
+    stages = in_process_stages(settings, image, repeats)
+    whole = api_cpu_per_request_ms(api, image, repeats)
+    rest = whole - sum(stages.values())
+    return {
+        "cpu_ms": {name: round(value, 2) for name, value in stages.items()},
+        "api_process_cpu_ms_per_request": round(whole, 2),
+        "rest_cpu_ms": round(rest, 2),
+        "repeats": repeats,
+    }
+
+
+def format_table(table: dict[str, Any]) -> list[str]:
+    whole = table["api_process_cpu_ms_per_request"]
+    lines = [f"CPU per request, probabilities only (ms; share of the API process's {whole:.1f} ms):"]
+    for name, value in [
+        *table["cpu_ms"].items(),
+        ("rest: HTTP server, routing, middleware, loop", table["rest_cpu_ms"]),
+    ]:
+        share = f"{value / whole:6.0%}" if whole else "     -"
+        lines.append(f"  {name:<46} {value:7.2f}  {share}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__)
+    from bench.services import api_settings, start_api
+
+    parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/chexnet-densenet121"))
     parser.add_argument("--onnx-dir", type=Path, default=Path("build"))
-    parser.add_argument("--image", type=Path, default=Path("tests/fixtures/00000001_000.png"))
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--image", type=Path, default=REPO / "tests" / "fixtures" / "00000001_000.png")
+    parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args(argv)
-    runtime = load_model_runtime(args.model_dir, args.onnx_dir)
-    data = args.image.read_bytes()
-    decoded = decode_image(data)
-    tensor = runtime.preprocess(decoded.pixels)
-    stages = {
-        "decode": lambda: decode_image(data),
-        "out-of-distribution guard": lambda: out_of_distribution_reasons(decoded),
-        "preprocess": lambda: runtime.preprocess(decoded.pixels),
-        "onnxruntime (both outputs, 1 thread)": lambda: runtime.predict(tensor),
-    }
-    print(f"{args.image} {decoded.pixels.shape[1]}x{decoded.pixels.shape[0]}, {args.repeats} repeats")
-    for name, call in stages.items():
-        print(f"{name:40s} {statistics.median(timed_ms(call, args.repeats)):7.2f} ms")
+    image = args.image.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="cxr-stages-") as logs:
+        api = start_api(args.model_dir, args.onnx_dir, "http://127.0.0.1:9", Path(logs))
+        try:
+            table = stage_table(
+                api, api_settings(args.model_dir, args.onnx_dir, "http://127.0.0.1:9"), image, args.repeats
+            )
+        finally:
+            api.stop()
+    print(f"{args.image.name}, {args.repeats} repeats; load average {os.getloadavg()[0]:.2f}")
+    print("\n".join(format_table(table)))
     return 0
 
 

@@ -92,7 +92,8 @@ def session_options(
     options.intra_op_num_threads = intra_op_threads
     # Spinning keeps idle pool threads busy-waiting for the next parallel section: lower latency
     # for one request alone, CPU taken from concurrent requests' decoding under load.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    if not allow_spinning:  # onnxruntime's default is to spin; callers may still set the entry
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -1,9 +1,13 @@
 """The benchmark's arithmetic and verdicts, and the load test summary, on made-up figures."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
-from bench.__main__ import ratio, report, verdict
+import pytest
+
+from bench.__main__ import int8_row, ordered, report_rows
 from bench.loadgen import LoadResult
+from bench.report import Comparison, print_report, ratio, verdict
 from loadtest.summary import main as summary_main
 
 
@@ -25,44 +29,102 @@ def test_verdicts() -> None:
     assert ratio(10, 0) is None and ratio(None, 2) is None and ratio(6, 2) == 3.0
 
 
+def test_rounds_alternate_their_order() -> None:
+    assert [ordered(i, "a", "b") for i in range(3)] == [("a", "b"), ("b", "a"), ("a", "b")]
+
+
+def test_a_comparison_is_judged_on_the_median_of_its_rounds() -> None:
+    comparison = Comparison("b", "p50", 1.0, False, " ms")
+    for service, bare in ((50.0, 40.0), (36.0, 40.0), (38.0, 40.0)):
+        comparison.add(service, bare)
+    summary = comparison.summary()
+    assert summary["rounds"] == [1.25, 0.9, 0.95]
+    assert (summary["value"], summary["low"], summary["high"]) == (0.95, 0.9, 1.25)
+    assert summary["verdict"] == "MET" and summary["rounds_met"] == 2
+    assert summary["numerator_median"] == 38.0 and summary["denominator_median"] == 40.0
+    missing = Comparison("a", "throughput", 3.0, True, " req/s")
+    missing.add(12.0, None)
+    assert missing.summary()["verdict"] == "not measured"
+
+
+def quantization(fp32: float, int8: float) -> SimpleNamespace:
+    return SimpleNamespace(auroc_fp32=fp32, auroc_int8=int8, evaluated_on="test split (58 images)")
+
+
+@pytest.mark.parametrize(
+    ("speedups", "aurocs", "expected"),
+    [
+        ((1.6, 1.7, 1.8), (0.62, 0.623), "MET"),
+        ((1.6, 1.7, 1.8), (0.62, 0.61), "NOT MET"),  # faster, but loses 0.01 AUROC
+        ((1.2, 1.3, 1.3), (0.62, 0.621), "NOT MET"),  # accurate, not fast enough
+    ],
+)
+def test_int8_becomes_the_default_only_when_fast_and_accurate(
+    speedups: tuple[float, ...], aurocs: tuple[float, float], expected: str
+) -> None:
+    speed = Comparison("d", "int8", 1.5, True, " ms")
+    for value in speedups:
+        speed.add(value * 10.0, 10.0)
+    assert int8_row(speed, quantization(*aurocs))["verdict"] == expected
+    assert int8_row(speed, None)["verdict"] == "not measured"
+
+
 def _results() -> dict[str, object]:
     return {
-        "service_throughput": {"throughput_rps": 12.0, "concurrency": 8},
-        "baseline_throughput": {"throughput_rps": 3.0},
-        "service_c1_probabilities": {"p50_ms": 55.0},
-        "bare": {"p50_ms": 50.0},
-        "heatmaps_1_label": {"p50_ms": 100.0, "field_counts": {"tensorflow": 30}},
-        "heatmaps_14_labels": {"p50_ms": 250.0, "field_counts": {"tensorflow": 30}},
         "api_rss_mb": {"peak_under_load": 300.0, "peak_under_heatmap_load": 320.0},
         "sidecar_rss_mb_peak": 900.0,
+        "roof_processes": 2,
         "batch": {
             "images": 64,
             "batch_tool_images_per_s": 19.0,
             "bare_sequential_images_per_s": 20.0,
             "model_only_images_per_s": 25.0,
         },
-        "int8": {"available": False, "note": "no int8"},
     }
 
 
-def test_report_prints_every_measure_with_its_target(capsys) -> None:  # type: ignore[no-untyped-def]
-    rows = {row["id"]: row for row in report(_results())}
+def _comparisons() -> dict[str, Comparison]:
+    figures = {
+        "a": (3.0, True, [(12.0, 3.0), (11.0, 3.0), (13.0, 3.0)]),
+        "b": (1.0, False, [(55.0, 50.0), (52.0, 50.0), (49.0, 50.0)]),
+        "c": (1.5, False, [(250.0, 100.0), (240.0, 100.0), (260.0, 100.0)]),
+        "d": (1.5, True, [(50.0, 30.0), (50.0, 31.0), (50.0, 29.0)]),
+        "e": (0.85, True, [(18.0, 20.0), (17.0, 20.0), (19.0, 20.0)]),
+    }
+    comparisons = {}
+    for key, (target, higher, rounds) in figures.items():
+        comparisons[key] = Comparison(key, f"measure {key}", target, higher, "")
+        for numerator, denominator in rounds:
+            comparisons[key].add(numerator, denominator)
+    return comparisons
+
+
+def test_report_prints_every_measure_with_its_target_and_spread(capsys) -> None:  # type: ignore[no-untyped-def]
+    rows = {
+        entry["id"]: entry for entry in report_rows(_results(), _comparisons(), quantization(0.62, 0.621))
+    }
+    assert set(rows) == {"a", "b", "c", "d", "e", "memory", "batch"}
     assert rows["a"]["value"] == 4.0 and rows["a"]["verdict"] == "MET"
-    assert rows["b"]["value"] == 1.1 and rows["b"]["verdict"] == "MET"
-    assert rows["c"]["value"] == 2.5 and rows["c"]["verdict"] == "NOT MET"
-    assert rows["d"]["verdict"] == "not measured"
+    assert rows["b"]["value"] == 1.04 and rows["b"]["verdict"] == "NOT MET"
+    assert rows["c"]["verdict"] == "NOT MET"
+    assert rows["d"]["verdict"] == "MET"
+    assert rows["e"]["value"] == 0.9 and rows["e"]["verdict"] == "MET"
     assert rows["memory"]["verdict"] == "MET"
     assert rows["batch"]["value"] == 0.95 and rows["batch"]["verdict"] == "MET"
+    print_report(list(rows.values()), ["stage table here"])
     printed = capsys.readouterr().out
-    for text in (">= 3x", "<= 1.2x", "<= 2x", "<= 600 MB", ">= 0.9x", "NOT MET"):
-        assert text in printed
-
-
-def test_report_without_a_baseline_says_not_measured() -> None:
-    results = _results()
-    del results["baseline_throughput"]
-    rows = {row["id"]: row for row in report(results)}
-    assert rows["a"]["verdict"] == "not measured"
+    for text in (
+        ">= 3",
+        "<= 1",
+        "<= 1.5",
+        ">= 0.85",
+        "<= 600 MB",
+        ">= 0.9",
+        "NOT MET",
+        "0.85-0.95",
+        "1/3 rounds met",
+    ):
+        assert text in printed, text
 
 
 def test_loadtest_summary(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

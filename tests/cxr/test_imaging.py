@@ -124,6 +124,25 @@ def test_decoded_pixels_are_float32_in_unit_range(fixture_images: list[Path]) ->
         assert 0.0 <= decoded.pixels.min() < decoded.pixels.max() <= 1.0
 
 
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "P"])
+def test_decoded_pixels_are_pillows_values_over_full_scale(mode: str, fixture_images: list[Path]) -> None:
+    """The one-pass conversion gives exactly Pillow's pixels divided by 255 (65535 for 16 bits)."""
+    for path in fixture_images:
+        grey = Image.open(path)
+        image = (
+            grey.convert(mode)
+            if mode != "I;16"
+            else Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)
+        )
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        full_scale = 65535.0 if mode == "I;16" else 255.0
+        expected = np.asarray(Image.open(buffer).convert("L") if mode != "I;16" else Image.open(buffer))
+        np.testing.assert_array_equal(
+            decode_image(buffer.getvalue()).pixels, expected.astype(np.float32) / np.float32(full_scale)
+        )
+
+
 def test_colour_is_measured_before_conversion_to_grey(radiograph: Image.Image) -> None:
     grey = np.asarray(radiograph, dtype=np.float32)
     tinted = np.stack([grey, grey * 0.6, grey * 0.3], axis=-1).astype(np.uint8)  # sepia-like

@@ -1,0 +1,87 @@
+"""Batch scoring (`python -m service.batch`) against bare onnxruntime, and the micro-batching
+headroom (onnxruntime per image at batch 1, 2, 4, 8)."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.references import BareOnnx
+
+
+def micro_batching_headroom(model_dir: Path, onnx_dir: Path, image: bytes, threads: int) -> dict[str, float]:
+    """onnxruntime ms per image at batch sizes 1, 2, 4, 8: what a micro-batching API could gain."""
+    import numpy as np
+
+    from service.batch import OnnxScorer
+
+    scorer = OnnxScorer(model_dir, onnx_dir, threads=threads)
+    tensor = scorer.preprocess(image)
+    out = {}
+    for size in (1, 2, 4, 8):
+        batch = np.repeat(tensor[None], size, axis=0)
+        scorer.predict(batch)
+        times: list[float] = []
+        deadline = time.perf_counter() + 4.0
+        while time.perf_counter() < deadline or len(times) < 5:
+            started = time.perf_counter()
+            scorer.predict(batch)
+            times.append(time.perf_counter() - started)
+        out[f"batch_{size}_ms_per_image"] = round(statistics.median(times) * 1000.0 / size, 2)
+    return out
+
+
+def batch_scoring(
+    model_dir: Path, onnx_dir: Path, images: list[Path], copies: int, threads: int
+) -> dict[str, Any]:
+    """The batch pipeline (service.batch.score: decode thread pool + batched onnxruntime) vs bare
+    onnxruntime in a sequential loop (read, decode, preprocess, a default session, batch of 1)."""
+    import numpy as np
+
+    from service.batch import Item, OnnxScorer, ScoreWriter, score
+
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for copy in range(copies):
+            for image in images:
+                shutil.copy(image, folder / f"{copy:03d}_{image.name}")
+        files = sorted(folder.iterdir())
+
+        bare = BareOnnx(model_dir, onnx_dir)
+        bare.score(files[0].read_bytes())
+        started = time.perf_counter()
+        for file in files:
+            bare.score(file.read_bytes())
+        bare_seconds = time.perf_counter() - started
+        del bare
+
+        scorer = OnnxScorer(model_dir, onnx_dir, threads=threads)
+        scorer.predict(scorer.preprocess(files[0].read_bytes())[None])
+
+        # Model only, inputs already decoded: the ceiling of any pipeline on this machine.
+        tensors = np.stack([scorer.preprocess(file.read_bytes()) for file in files])
+        started = time.perf_counter()
+        for first in range(0, len(tensors), 16):
+            scorer.predict(tensors[first : first + 16])
+        model_only_seconds = time.perf_counter() - started
+
+        writer = ScoreWriter(Path(tmp) / "scores.csv", scorer.card, resume=False)
+        try:
+            summary = score(scorer, [Item(file.name, file) for file in files], writer, progress=False)
+        finally:
+            writer.close()
+        if summary.failed or summary.scored != len(files):
+            raise RuntimeError(f"batch scoring failed on {summary.failed}")
+    n = len(files)
+    return {
+        "images": n,
+        "batch_tool_images_per_s": round(summary.images_per_second, 2),
+        "bare_sequential_images_per_s": round(n / bare_seconds, 2),
+        "model_only_images_per_s": round(n / model_only_seconds, 2),
+        "note": "model loading excluded; model-only uses the batch tool's session on decoded inputs",
+    }

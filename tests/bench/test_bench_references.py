@@ -1,0 +1,38 @@
+"""The roof and the stage table run the real model on a real radiograph."""
+
+import os
+from pathlib import Path
+
+from bench.references import BareOnnx, Roof
+from bench.services import api_settings
+from bench.stages import in_process_stages
+
+
+def test_the_bare_loop_scores_a_radiograph(
+    model_dir: Path, onnx_dir: Path, fixture_images: list[Path]
+) -> None:
+    probabilities = BareOnnx(model_dir, onnx_dir, threads=1).score(fixture_images[0].read_bytes())
+    assert probabilities.shape == (1, 14) and ((probabilities > 0) & (probabilities < 1)).all()
+
+
+def test_the_roof_counts_images_from_every_process(
+    model_dir: Path, onnx_dir: Path, fixture_images: list[Path]
+) -> None:
+    with Roof(model_dir, onnx_dir, fixture_images[0].read_bytes(), processes=2) as roof:
+        assert roof.processes == 2
+        assert roof.images_per_second(1.0) > 0
+
+
+def test_every_stage_costs_cpu(model_dir: Path, onnx_dir: Path, fixture_images: list[Path]) -> None:
+    settings = api_settings(model_dir, onnx_dir, "http://127.0.0.1:9")
+    stages = in_process_stages(settings, fixture_images[0].read_bytes(), repeats=3)
+    assert list(stages) == [
+        "multipart parsing",
+        "decode",
+        "out-of-distribution guard",
+        "preprocess",
+        "inference (process CPU)",
+        "response and JSON",
+    ]
+    assert all(value > 0 for value in stages.values()), stages
+    assert os.getloadavg()  # the table is CPU time: no timing assertion on a shared machine
