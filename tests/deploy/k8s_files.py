@@ -129,11 +129,12 @@ def consistency_problems(
                 if unknown:
                     problems.append(f"{here}: {', '.join(unknown)} unknown to the {target} settings class")
             else:
-                module = command[2] if command and command[:2] == ["python", "-m"] else None
-                if module not in parsers:
+                module = str(command[2]) if command and command[:2] == ["python", "-m"] else ""
+                build_parser = parsers.get(module)
+                if build_parser is None:
                     problems.append(f"{here}: command {command} is not a batch command of this repo")
                     continue
-                message = argparse_accepts(parsers[module], container.get("args", []))
+                message = argparse_accepts(build_parser, container.get("args", []))
                 if message:
                     problems.append(f"{here}: python -m {module} refuses its args: {message}")
     problems += _service_problems(manifests)
