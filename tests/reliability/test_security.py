@@ -7,6 +7,7 @@ authentication => loopback only, and a lock file of exact versions with `make au
 import base64
 import hmac
 import inspect
+import io
 import json
 import re
 import socket
@@ -17,9 +18,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
 from dicom_factory import IDENTIFYING_STRINGS, dataset_bytes, make_dataset, make_dicom
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from PIL import Image
 from processes import LOOPBACK, free_port
 from reliability_helpers import (
@@ -218,6 +221,55 @@ def test_no_dicom_header_data_in_responses_or_logs(api: Api) -> None:
         answers.append(response)
     in_log = leaked(api.log_text())
     record(SUITE, dicom_requests=len(answers), dicom_cases=len(cases), dicom_values_found_in_logs=in_log)
+    assert in_log == []
+
+
+def header_values(data: bytes) -> set[str]:
+    """Every header value of a DICOM file (but the Study and SOP Instance UIDs, which answers may
+    carry) long enough to search for."""
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    allowed = {str(dataset.StudyInstanceUID), str(dataset.SOPInstanceUID)}
+    elements = [*dataset.file_meta, *(element for element in dataset if element.keyword != "PixelData")]
+    values = {str(element.value) for element in elements}
+    return {value for value in values if len(value) >= 6 and value not in allowed}
+
+
+def test_no_dicom_header_data_in_fhir_or_inference_protocol_answers(api: Api) -> None:
+    cases = dicom_cases()
+    model = api.client.get("/v1/model").json()["name"]
+    assert leaked(" ".join(header_values(cases["valid"][0]))), "header_values must find the header data"
+    answers = 0
+    for name, (data, status) in cases.items():
+        fhir = api.client.post(
+            "/v1/predict?format=fhir&heatmaps=top:1", files={"file": ("patient.dcm", data)}
+        )
+        v2 = api.client.post(
+            f"/v2/models/{model}/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "data": [base64.b64encode(data).decode()],
+                    }
+                ]
+            },
+        )
+        answers += 2
+        assert fhir.status_code == status, (name, fhir.text)
+        assert v2.status_code == (200 if status == 200 else 413 if status == 413 else 400), (name, v2.text)
+        for response in (fhir, v2):
+            assert leaked(response_text(response)) == [], (name, response.text)
+        if status == 200:
+            dataset = pydicom.dcmread(io.BytesIO(data))
+            report = DiagnosticReport.model_validate_json(
+                fhir.content
+            )  # built and validated by fhir.resources
+            assert report.imagingStudy[0].identifier.value == f"urn:oid:{dataset.StudyInstanceUID}"
+            assert [value for value in header_values(data) if value in fhir.text or value in v2.text] == []
+    in_log = leaked(api.log_text())
+    record(SUITE, fhir_and_v2_dicom_requests=answers, fhir_and_v2_dicom_values_found_in_logs=in_log)
     assert in_log == []
 
 
