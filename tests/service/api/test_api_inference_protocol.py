@@ -4,6 +4,8 @@ batch of 4, answers equal to /v1/predict's, the protocol's errors, and the same 
 metrics as /v1. One process for the module."""
 
 import base64
+import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,9 @@ from tritonclient.utils import InferenceServerException
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, load_model_card
 from cxr.preprocessing import preprocess_bytes
+from service.api.inference_protocol import decode_request, read_images, read_tensors
+from service.api.problems import Problem
+from service.api.v2_datamodels import RequestInput
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 KEY = "v2-test-key-4c1e9b"
@@ -231,9 +236,98 @@ def _fp32(name: str, array: np.ndarray) -> triton.InferInput:
     return tensor
 
 
-def test_v2_shares_the_metrics(base_url: str) -> None:
+def test_v2_shares_the_metrics(
+    client: triton.InferenceServerClient, base_url: str, card: ModelCard, images: list[bytes]
+) -> None:
+    client.infer(card.name, [image_input(images[:1])], headers=auth())
+    error_of(lambda: client.infer(card.name, [image_input([b"not an image"])], headers=auth()))
     page = httpx.get(f"{base_url}/metrics").text
-    assert (
-        'cxr_http_requests_total{endpoint="/v2/models/{model_name}/infer",method="POST",status="200"}' in page
+    for status in ("200", "400"):
+        assert f'endpoint="/v2/models/{{model_name}}/infer",method="POST",status="{status}"' in page
+    assert metric_count(page, "cxr_inference_seconds_count") >= 1
+
+
+def metric_count(page: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in page.splitlines() if line.startswith(name))
+
+
+# --- the data plane's decoding, without a model ---------------------------------------------------
+
+
+def request_of(*inputs: dict[str, Any], **fields: Any) -> bytes:
+    return json.dumps({"inputs": list(inputs), **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "header_length", "message"),
+    [
+        (b"{", None, "not valid JSON"),
+        (request_of(), None, "inputs"),
+        (request_of({"name": "image", "shape": [1], "datatype": "STRING", "data": ["x"]}), None, "datatype"),
+        (request_of({"name": "image", "shape": [1], "datatype": "BYTES"}, extra=1), None, "extra"),
+        (b'{"inputs": []}', "99", "Inference-Header-Content-Length"),
+        (b'{"inputs": []}', "-3", "Inference-Header-Content-Length"),
+    ],
+)
+def test_malformed_requests_are_refused(body: bytes, header_length: str | None, message: str) -> None:
+    with pytest.raises(Problem) as caught:
+        decode_request(body, header_length)
+    assert caught.value.status == 400 and message in caught.value.detail
+
+
+def test_binary_data_is_split_by_input_in_order() -> None:
+    header = request_of(
+        {"name": "image", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 14}}
     )
-    assert 'endpoint="/v2/models/{model_name}/infer",method="POST",status="400"' in page
+    data = struct.pack("<I", 3) + b"abc" + struct.pack("<I", 3) + b"def"
+    decoded = decode_request(header + data, str(len(header)))
+    assert read_images(decoded.request.inputs[0], decoded.binary["image"]) == [b"abc", b"def"]
+    with pytest.raises(Problem, match="does not fit"):
+        decode_request(header + data[:-1], str(len(header)))
+    with pytest.raises(Problem, match="bytes after"):
+        decode_request(header + data + b"x", str(len(header)))
+
+
+@pytest.mark.parametrize(
+    ("tensor", "raw", "message"),
+    [
+        ({"shape": [2], "data": ["aGk="]}, None, "1 elements"),
+        ({"shape": [1], "data": [3]}, None, "base64 string"),
+        ({"shape": [1], "data": ["***"]}, None, "not valid base64"),
+        ({"shape": [17], "data": ["aGk="] * 17}, None, "batch of 17"),
+        ({"shape": [1, 2]}, b"", "shape"),
+        ({"shape": [1]}, struct.pack("<I", 9) + b"abc", "runs past"),
+        ({"shape": [1]}, b"\0\0", "truncated"),
+    ],
+)
+def test_bad_image_tensors_are_refused(tensor: dict[str, Any], raw: bytes | None, message: str) -> None:
+    with pytest.raises(Problem) as caught:
+        read_images(RequestInput(name="image", datatype="BYTES", **tensor), raw)
+    assert caught.value.status == 400 and message in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("shape", "datatype", "data", "raw", "message"),
+    [
+        ([1, 4, 4, 3], "FP64", [0.0] * 48, None, "must be FP32"),
+        ([1, 8, 8, 3], "FP32", [0.0] * 192, None, "expected [N, 4, 4, 3]"),
+        ([1, 4, 4, 3], "FP32", [0.0] * 47, None, "47 elements"),
+        ([1, 4, 4, 3], "FP32", ["x"] * 48, None, "must be numbers"),
+        ([1, 4, 4, 3], "FP32", [float("nan")] * 48, None, "NaN"),
+        ([1, 4, 4, 3], "FP32", None, b"\0" * 100, "100 bytes"),
+    ],
+)
+def test_bad_fp32_tensors_are_refused(
+    shape: list[int], datatype: str, data: list[Any] | None, raw: bytes | None, message: str
+) -> None:
+    with pytest.raises(Problem) as caught:
+        read_tensors(RequestInput(name="input", shape=shape, datatype=datatype, data=data), raw, 4)
+    assert caught.value.status == 400 and message in caught.value.detail
+
+
+def test_fp32_tensors_read_json_nested_and_binary_alike() -> None:
+    values = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3) / 7
+    nested = RequestInput(name="input", shape=[2, 4, 4, 3], datatype="FP32", data=values.tolist())
+    binary = RequestInput(name="input", shape=[2, 4, 4, 3], datatype="FP32")
+    np.testing.assert_array_equal(read_tensors(nested, None, 4), values)
+    np.testing.assert_array_equal(read_tensors(binary, values.astype("<f4").tobytes(), 4), values)
