@@ -1,12 +1,13 @@
-"""OpenAPI details FastAPI cannot infer: the two request bodies of /v1/predict, and error
-responses documented as application/problem+json."""
+"""OpenAPI details FastAPI cannot infer: the two request bodies of /v1/predict, its FHIR answer,
+and error responses documented as application/problem+json (but under /v2, whose errors are the
+Open Inference Protocol's)."""
 
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.api.problems import PROBLEM_JSON
+from service.api.problems import PROBLEM_JSON, speaks_inference_protocol
 from service.api.schemas import PredictJSONRequest, ProblemDetails
 
 PREDICT_REQUEST_BODY: dict[str, Any] = {
@@ -118,7 +119,9 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
-            for operations in schema.get("paths", {}).values():
+            for path, operations in schema.get("paths", {}).items():
+                if speaks_inference_protocol(path):  # /v2 errors are the protocol's {"error": ...}
+                    continue
                 for operation in operations.values():
                     for status, response in operation.get("responses", {}).items():
                         _as_problem(int(status) if status.isdigit() else 0, response)

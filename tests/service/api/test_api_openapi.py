@@ -46,6 +46,15 @@ def test_the_fhir_answer_is_documented(openapi: dict[str, Any]) -> None:
     assert {"application/json", "application/fhir+json"} <= set(content)
 
 
+def test_inference_protocol_errors_are_documented_as_its_own(openapi: dict[str, Any]) -> None:
+    responses = openapi["paths"]["/v2/models/{model_name}/infer"]["post"]["responses"]
+    assert {"200", "400", "401", "404", "503"} <= set(responses)
+    for status in ("400", "404", "503"):
+        content = responses[status]["content"]
+        assert set(content) == {"application/json"}
+        assert content["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+
+
 def test_errors_are_documented_as_problem_json(openapi: dict[str, Any]) -> None:
     responses = openapi["paths"]["/v1/predict"]["post"]["responses"]
     assert {"200", "400", "401", "413", "415", "422", "503"} <= set(responses)
