@@ -4,8 +4,10 @@ batch of 4, answers equal to /v1/predict's, the protocol's errors, and the same 
 metrics as /v1. One process for the module."""
 
 import base64
+import io
 import json
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +16,20 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from api_helpers import MakeSettings, Serve
+from fastapi.testclient import TestClient
+from PIL import Image
 from processes import LOOPBACK, free_port, running_module, wait_until_ready
 from tritonclient.utils import InferenceServerException
 
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, load_model_card
 from cxr.preprocessing import preprocess_bytes
+from service.api.app import create_app
 from service.api.inference_protocol import decode_request, read_images, read_tensors
+from service.api.model_runtime import ModelRuntime
 from service.api.problems import Problem
+from service.api.settings import Settings
 from service.api.v2_datamodels import RequestInput
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -249,6 +257,52 @@ def test_v2_shares_the_metrics(
 
 def metric_count(page: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in page.splitlines() if line.startswith(name))
+
+
+# --- in-process: readiness while loading, OOD_MODE=refuse -----------------------------------------
+
+
+def test_v2_readiness_follows_the_model_load(make_settings: MakeSettings, runtime: ModelRuntime) -> None:
+    gate = threading.Event()
+
+    def load(_: Settings) -> ModelRuntime:
+        assert gate.wait(60)
+        return runtime
+
+    app = create_app(make_settings(), loader=load)
+    try:
+        with TestClient(app) as test_client:
+            assert test_client.get("/v2/health/live").json() == {"live": True}
+            not_ready = test_client.get("/v2/health/ready")
+            assert not_ready.status_code == 503 and not_ready.json() == {"ready": False}
+            infer = test_client.post(f"/v2/models/{runtime.card.name}/infer", json={"inputs": []})
+            assert (
+                infer.status_code == 503 and set(infer.json()) == {"error"} and "retry-after" in infer.headers
+            )
+            assert test_client.get(f"/v2/models/{runtime.card.name}/ready").status_code == 503
+            gate.set()
+            assert app.state.service.load_finished.wait(30)
+            assert test_client.get("/v2/health/ready").json() == {"ready": True}
+            assert test_client.get(f"/v2/models/{runtime.card.name}/ready").json()["ready"] is True
+    finally:
+        gate.set()
+
+
+def test_not_a_chest_x_ray_is_a_400_when_refused(
+    serve: Serve, make_settings: MakeSettings, runtime: ModelRuntime
+) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    image = {
+        "name": "image",
+        "shape": [1],
+        "datatype": "BYTES",
+        "data": [base64.b64encode(buffer.getvalue()).decode()],
+    }
+    with serve(make_settings(ood_mode="refuse")) as test_client:
+        response = test_client.post(f"/v2/models/{runtime.card.name}/infer", json={"inputs": [image]})
+    assert response.status_code == 400 and "chest X-ray" in response.json()["error"]
 
 
 # --- the data plane's decoding, without a model ---------------------------------------------------
