@@ -305,6 +305,21 @@ def test_not_a_chest_x_ray_is_a_400_when_refused(
     assert response.status_code == 400 and "chest X-ray" in response.json()["error"]
 
 
+def test_v2_shares_admission_control(
+    serve: Serve, make_settings: MakeSettings, runtime: ModelRuntime
+) -> None:
+    with serve(make_settings(max_concurrent_inferences=1, max_queued_requests=0)) as test_client:
+        held = test_client.app.state.service.admission.slot()  # type: ignore[attr-defined]
+        test_client.portal.call(held.__aenter__)  # type: ignore[union-attr]  # the one slot, taken
+        try:
+            response = test_client.post(f"/v2/models/{runtime.card.name}/infer", json={"inputs": []})
+        finally:
+            test_client.portal.call(held.__aexit__, None, None, None)  # type: ignore[union-attr]
+        assert response.status_code == 503 and "retry-after" in response.headers
+        assert "predictions running" in response.json()["error"]
+        assert 'cxr_requests_rejected_total{reason="overloaded"} 1.0' in test_client.get("/metrics").text
+
+
 # --- the data plane's decoding, without a model ---------------------------------------------------
 
 
