@@ -19,7 +19,7 @@ batch: `python -m service.batch` images/s / bare onnxruntime on the same files  
 
 Services are started as subprocesses on free ports; results go to bench-results/ as JSON. About
 5 minutes with the defaults on 2 cores (most of it starting TensorFlow twice and the rounds of
-(a)/(e)); --sweep adds about 2 minutes. Wall-clock figures taken while something else loads the
+(a)/(e)); --sweep adds about 5 minutes. Wall-clock figures taken while something else loads the
 machine are skewed (the stage table is CPU time and is not): the run records the load average.
 """
 
@@ -43,7 +43,7 @@ from bench.references import BareOnnx, Roof, timed_ms
 from bench.report import Comparison, fmt, print_report, row
 from bench.services import api_settings, load, start_api, start_baseline, start_sidecar
 from bench.stages import format_table, stage_table
-from bench.sweep import format_sweep, sweep
+from bench.sweep import format_sidecar_sweep, format_sweep, sidecar_sweep, sweep
 
 INT8_MAX_AUROC_CHANGE = 0.005
 INT8_MIN_SPEEDUP = 1.5
@@ -304,12 +304,17 @@ def main(argv: list[str] | None = None) -> int:
         for service in reversed(services):
             service.stop()
     if args.sweep:
+        results["sidecar_sweep"] = sidecar_sweep(
+            args.model_dir, args.onnx_dir, image, log_dir, args.heatmap_requests, args.start_timeout
+        )
         results["micro_batching"] = micro_batching_headroom(args.model_dir, args.onnx_dir, image, threads)
 
     rows = report_rows(results, comparisons, quantization)
     extra = format_table(results["stages"])
     if "sweep" in results:
         extra += format_sweep(results["sweep"], args.concurrency)
+    if "sidecar_sweep" in results:
+        extra += format_sidecar_sweep(results["sidecar_sweep"])
     if "micro_batching" in results:
         extra.append(
             f"micro-batching headroom (onnxruntime ms per image by batch size): {results['micro_batching']}"

@@ -39,12 +39,19 @@ def api_settings(
     )
 
 
-def start_sidecar(model_dir: Path, log_dir: Path, timeout: float) -> Service:
+def start_sidecar(
+    model_dir: Path, log_dir: Path, timeout: float, settings: dict[str, str] | None = None
+) -> Service:
     port = free_port()
     return start(
-        "sidecar",
+        "sidecar" + "".join(f"-{value}" for value in (settings or {}).values()),
         ["-m", "service.sidecar"],
-        {"GRADCAM_HOST": "127.0.0.1", "GRADCAM_PORT": str(port), "MODEL_DIR": str(model_dir)},
+        {
+            "GRADCAM_HOST": "127.0.0.1",
+            "GRADCAM_PORT": str(port),
+            "MODEL_DIR": str(model_dir),
+            **(settings or {}),
+        },
         f"http://127.0.0.1:{port}",
         log_dir,
         ready_path="/readyz",

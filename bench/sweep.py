@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import RssSampler
-from bench.services import load, start_api
+from bench.services import load, start_api, start_sidecar
 
 
 def sweep_settings(cores: int) -> list[dict[str, str]]:
@@ -80,5 +80,53 @@ def format_sweep(rows: list[dict[str, Any]], concurrency: int) -> list[str]:
             f"  {entry['settings']}: p50 c=1 {entry['p50_c1_ms']} ms, c={concurrency} "
             f"{entry['throughput_rps']} req/s (p95 {entry['p95_ms_loaded']} ms), "
             f"RSS {entry['rss_peak_mb']} MB, failures {entry['failures']}"
+        )
+    return lines
+
+
+def sidecar_sweep(
+    model_dir: Path, onnx_dir: Path, image: bytes, log_dir: Path, requests: int, timeout: float
+) -> list[dict[str, Any]]:
+    """TF_INTRA_OP_THREADS of the sidecar (1 and the cores): p50 of heatmaps for all 14 labels at
+    concurrency 1, through an API that uses that sidecar."""
+    rows = []
+    for threads in sorted({1, len(os.sched_getaffinity(0))}):
+        settings = {"TF_INTRA_OP_THREADS": str(threads)}
+        print(f"sidecar sweep {settings} ...", flush=True)
+        sidecar = start_sidecar(model_dir, log_dir, timeout, settings)
+        try:
+            api = start_api(model_dir, onnx_dir, sidecar.url, log_dir)
+            try:
+                with RssSampler(sidecar) as rss:
+                    result = load(
+                        api,
+                        image,
+                        concurrency=1,
+                        requests=requests,
+                        warmup=2,
+                        params={"heatmaps": "all"},
+                        count_field="heatmap_engine",
+                    )
+            finally:
+                api.stop()
+        finally:
+            sidecar.stop()
+        rows.append(
+            {
+                "settings": settings,
+                "p50_heatmaps_all_ms": result.summary()["p50_ms"],
+                "engines": result.field_counts,
+                "sidecar_rss_peak_mb": round(rss.peak_mb or 0, 1),
+            }
+        )
+    return rows
+
+
+def format_sidecar_sweep(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["sidecar threads (heatmaps=all, concurrency 1):"]
+    for entry in rows:
+        lines.append(
+            f"  {entry['settings']}: p50 {entry['p50_heatmaps_all_ms']} ms, engines {entry['engines']}, "
+            f"sidecar RSS {entry['sidecar_rss_peak_mb']} MB"
         )
     return lines
