@@ -96,8 +96,12 @@ def sniff_format(data: bytes) -> str:
     raise UnsupportedImageError("the content is not a PNG, JPEG or DICOM (Part 10) file")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode `data` (PNG, JPEG or DICOM) into greyscale float32 pixels in [0, 1]."""
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 0) -> DecodedImage:
+    """Decode `data` (PNG, JPEG or DICOM) into greyscale float32 pixels in [0, 1].
+
+    `min_side` > 0: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, through
+    Pillow's draft mode), the smallest that keeps both sides at least `min_side`: for a caller
+    that only needs that many pixels, decoding costs several times less. Other formats ignore it."""
     source_format = sniff_format(data)
     if source_format == "dicom":
         from cxr.dicom import decode_dicom  # pydicom is imported only when a DICOM arrives
@@ -105,7 +109,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         pixels, bit_depth, instance = decode_dicom(data, max_pixels)
         decoded = DecodedImage(pixels, "dicom", 0.0, bit_depth, instance)
     else:
-        decoded = _decode_raster(data, source_format, max_pixels)
+        decoded = _decode_raster(data, source_format, max_pixels, min_side)
     check_shape(decoded.pixels.shape)
     return decoded
 
@@ -128,11 +132,13 @@ def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _decode_raster(data: bytes, source_format: str, max_pixels: int) -> DecodedImage:
+def _decode_raster(data: bytes, source_format: str, max_pixels: int, min_side: int = 0) -> DecodedImage:
     try:
         image = Image.open(io.BytesIO(data), formats=[source_format.upper()])  # reads the header only
         check_pixel_count(image.width, image.height, max_pixels)
         check_shape((image.height, image.width))
+        if min_side > 0 and source_format == "jpeg":
+            image.draft(image.mode, (min_side, min_side))  # same mode: chroma is still measured
         image.load()
         return _to_grey(image, source_format)
     except ImageError:

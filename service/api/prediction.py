@@ -24,7 +24,7 @@ from cxr.preprocessing import resize_grey
 from service.api.admission import Overloaded
 from service.api.heatmaps import HeatmapStyle, cam_heatmaps, check_heatmap_size
 from service.api.model_runtime import ModelRuntime, Prediction
-from service.api.ood import out_of_distribution_reasons
+from service.api.ood import ANALYSIS_SIZE, out_of_distribution_reasons
 from service.api.problems import Problem, overloaded
 from service.api.rendering import render_heatmap
 from service.api.request_context import current_request_id
@@ -66,7 +66,9 @@ def analyse(
     """One image: decode -> size and out-of-distribution checks -> preprocessing -> inference."""
     settings, metrics = state.settings, state.metrics
     started = time.perf_counter()
-    decoded = decode_image(image, settings.max_pixels)
+    # A JPEG needs no more pixels than the guard's analysis, the model and the heatmap use.
+    needed = max(ANALYSIS_SIZE, runtime.input_size, heatmap_size or 0) if settings.jpeg_reduced_decode else 0
+    decoded = decode_image(image, settings.max_pixels, min_side=needed)
     height, width = decoded.pixels.shape
     size = check_heatmap_size(heatmap_size, runtime.input_size, (height, width), settings.heatmap_max_size)
     reasons = out_of_distribution_reasons(decoded)

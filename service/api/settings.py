@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     max_concurrent_inferences: int = Field(default=2, ge=1, le=256)
     max_queued_requests: int = Field(default=16, ge=0, le=10_000)
     ood_mode: Literal["warn", "refuse"] = "warn"
+    jpeg_reduced_decode: bool = Field(
+        default=True,
+        description="Decode a large JPEG at 1/2-1/8 scale, never below what the guard, the model and "
+        "the heatmap need (README: Performance).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
