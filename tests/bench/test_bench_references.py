@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from bench.references import BareOnnx, Roof
 from bench.services import api_settings
 from bench.stages import in_process_stages
@@ -15,6 +17,7 @@ def test_the_bare_loop_scores_a_radiograph(
     assert probabilities.shape == (1, 14) and ((probabilities > 0) & (probabilities < 1)).all()
 
 
+@pytest.mark.slow  # starts two processes that load the model
 def test_the_roof_counts_images_from_every_process(
     model_dir: Path, onnx_dir: Path, fixture_images: list[Path]
 ) -> None:
