@@ -219,6 +219,7 @@ def test_the_api_serves_predictions_with_sidecar_heatmaps(
 ) -> None:
     headers = {"X-API-Key": api_key, "Authorization": f"Bearer {api_key}"}
     image = fixture_images[0]
+    stack["gradcam"].wait_ready()  # Grad-CAM's model loaded: the heatmaps must be its own
     response = httpx.post(
         stack["api"].url + "/v1/predict",
         params={"heatmaps": "top:1"},
@@ -229,6 +230,8 @@ def test_the_api_serves_predictions_with_sidecar_heatmaps(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body.get("heatmaps"), body.keys()
+    # The sidecar's Grad-CAM, not the API's CAM fallback (which would also give heatmaps).
+    assert body["heatmap_engine"] == "tensorflow", body["warnings"]
     # Without a key the API refuses: the compose file's API_KEYS reached the process.
     refused = httpx.post(
         stack["api"].url + "/v1/predict",
