@@ -9,13 +9,25 @@ import onnxruntime as ort
 import pytest
 
 from cxr.onnx_manifest import INPUT_NAME, ONNX_FILE, Parity
-from export.parity import ParityError, check_parity, default_parity_images, load_inputs
+from export.parity import (
+    FEATURE_MAP_TOLERANCE,
+    ParityError,
+    check_parity,
+    default_parity_images,
+    load_inputs,
+    open_session,
+    run_keras,
+    run_onnx,
+)
 from training.model import LAST_CONV_LAYER
 
 
-def parity(diff: float, tolerance: float) -> Parity:
+def parity(diff: float, tolerance: float, feature_map_diff: float = 0.0) -> Parity:
     return Parity(
-        images=["a.png"], max_abs_diff_probabilities=diff, max_abs_diff_feature_map=0.0, tolerance=tolerance
+        images=["a.png"],
+        max_abs_diff_probabilities=diff,
+        max_abs_diff_feature_map=feature_map_diff,
+        tolerance=tolerance,
     )
 
 
@@ -34,6 +46,13 @@ def test_check_parity_accepts_differences_within_tolerance(diff: float, toleranc
 def test_check_parity_refuses_larger_or_non_finite_differences(diff: float, tolerance: float) -> None:
     with pytest.raises(ParityError, match="not published"):
         check_parity(parity(diff, tolerance))
+
+
+@pytest.mark.parametrize("feature_map_diff", [2 * FEATURE_MAP_TOLERANCE, math.nan, math.inf])
+def test_check_parity_refuses_feature_maps_that_differ(feature_map_diff: float) -> None:
+    check_parity(parity(0.0, 1e-4, FEATURE_MAP_TOLERANCE))
+    with pytest.raises(ParityError, match="feature maps differ"):
+        check_parity(parity(0.0, 1e-4, feature_map_diff))
 
 
 def test_default_parity_images_are_the_committed_fixtures(fixture_images: list[Path]) -> None:
@@ -61,3 +80,28 @@ def test_onnx_matches_keras_on_real_images(
     keras_feature_map = np.asarray(features(fixture_inputs, training=False))
     assert np.max(np.abs(probabilities - keras_probabilities)) <= 1e-4
     np.testing.assert_allclose(feature_map, keras_feature_map, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_shipped_export_matches_its_keras_weights(
+    model_dir: Path, onnx_dir: Path, fixture_images: list[Path]
+) -> None:
+    """The weights the service runs: both outputs of onnxruntime against Keras on the fixture films,
+    and the parity the export's manifest claims (which the service's start-up trusts) holds."""
+    from cxr.model_card import load_model_card
+    from cxr.onnx_manifest import load_manifest
+    from export.convert import build_export_model, load_keras_model
+
+    card = load_model_card(model_dir)
+    manifest = load_manifest(onnx_dir)
+    assert manifest.keras_sha256 == card.sha256
+    inputs = load_inputs(fixture_images, card)
+    keras_probabilities, keras_feature_map = run_keras(
+        build_export_model(load_keras_model(card, model_dir), card.last_conv_layer), inputs
+    )
+    probabilities, feature_map = run_onnx(open_session(onnx_dir / manifest.onnx_file), inputs)
+
+    np.testing.assert_allclose(probabilities, keras_probabilities, rtol=0, atol=manifest.parity.tolerance)
+    np.testing.assert_allclose(feature_map, keras_feature_map, rtol=0, atol=FEATURE_MAP_TOLERANCE)
+    assert np.abs(keras_feature_map).max() > 0.1  # a live feature map, not all zeros
+    check_parity(manifest.parity)  # the manifest's own figures are within both tolerances
