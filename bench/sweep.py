@@ -15,12 +15,12 @@ def sweep_settings(cores: int) -> list[dict[str, str]]:
     """The defaults first, then one change at a time."""
     from service.api.settings import Settings
 
-    fields = Settings.model_fields
+    defaults = Settings.from_environ({})
     default = {
-        "ORT_INTRA_OP_THREADS": str(cores),
-        "ORT_THREADS_UNDER_LOAD": str(fields["ort_threads_under_load"].default),
-        "MAX_CONCURRENT_INFERENCES": str(fields["max_concurrent_inferences"].default),
-        "ORT_ALLOW_SPINNING": "1" if fields["ort_allow_spinning"].default else "0",
+        "ORT_INTRA_OP_THREADS": str(defaults.ort_intra_op_threads),
+        "ORT_THREADS_UNDER_LOAD": str(defaults.ort_threads_under_load),
+        "MAX_CONCURRENT_INFERENCES": str(defaults.max_concurrent_inferences),
+        "ORT_ALLOW_SPINNING": "1" if defaults.ort_allow_spinning else "0",
     }
     variants = [
         {"ORT_THREADS_UNDER_LOAD": "0"},

@@ -85,7 +85,12 @@ class Settings(BaseSettings):
         default="fp32",
         description="int8 serves the export's model.int8.onnx, checked against its manifest's sha256.",
     )
-    max_concurrent_inferences: int = Field(default=2, ge=1, le=256)
+    max_concurrent_inferences: int = Field(
+        default_factory=usable_cpus,
+        ge=1,
+        le=256,
+        description="Predictions running at once; under load each takes one core (ORT_THREADS_UNDER_LOAD=1).",
+    )
     max_queued_requests: int = Field(default=16, ge=0, le=10_000)
     ood_mode: Literal["warn", "refuse"] = "warn"
     jpeg_reduced_decode: bool = Field(
