@@ -30,11 +30,23 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (the container's share, not the host's count)."""
+    """CPUs this process may run on (the container's share, not the host's count): its CPU
+    affinity, lowered to a cgroup v2 CPU quota (`cpus:` in compose, a Kubernetes CPU limit)."""
     try:
-        return len(os.sched_getaffinity(0))
+        count = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(Path("/sys/fs/cgroup/cpu.max"))
+    return max(1, min(count, quota)) if quota is not None else count
+
+
+def _cgroup_cpu_quota(path: Path) -> int | None:
+    """CPUs allowed by a cgroup v2 cpu.max file ("QUOTA PERIOD", or "max PERIOD"), rounded up."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else -(-int(quota) // int(period))
+    except (OSError, ValueError):
+        return None
 
 
 def _split_commas(value: Any) -> Any:

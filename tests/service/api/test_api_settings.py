@@ -128,3 +128,16 @@ def test_settings_are_immutable() -> None:
     settings = Settings.from_environ({})
     with pytest.raises(ValidationError):
         settings.api_port = 1
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("max 100000", None), ("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("", None)],
+)
+def test_a_cgroup_cpu_quota_counts_as_cpus(tmp_path: Path, content: str, expected: int | None) -> None:
+    from service.api.settings import _cgroup_cpu_quota
+
+    path = tmp_path / "cpu.max"
+    path.write_text(content)
+    assert _cgroup_cpu_quota(path) == expected
+    assert _cgroup_cpu_quota(tmp_path / "missing") is None
