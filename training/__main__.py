@@ -18,8 +18,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument(
         "--labels-csv",
-        required=True,
         help="Data_Entry_2017*.csv[.gz] (official) or one-hot CSV (Image, 14 labels, PatientId)",
+    )
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a dataset folder (images_labels.csv, images/, optional reference/ teacher probabilities); "
+        "repeat to combine folders, split by patient over all of them",
+    )
+    parser.add_argument(
+        "--train-only-dataset",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a dataset folder that only ever trains (e.g. thumbnails): never in validation or test",
     )
     parser.add_argument("--images-dir", help="image folder (default: beside the CSV, incl. images_*/images/)")
     parser.add_argument("--out", required=True, help="output folder: model.keras, model_card.json, logs")
@@ -75,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=TrainConfig.name)
     parser.add_argument("--version", default=TrainConfig.version)
     parser.add_argument("--checkpoint-dir", help="default: OUT/checkpoints")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last epoch checkpoint (same options, same data)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="EPOCH",
+        help="stop after this epoch, checkpointed (e.g. a time-limited job); --resume continues",
+    )
     return parser
 
 
@@ -93,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(
             labels_csv=args.labels_csv,
             images_dir=args.images_dir,
+            datasets=tuple(args.dataset),
+            train_only_datasets=tuple(args.train_only_dataset),
             out_dir=args.out,
             input_size=args.input_size,
             epochs=args.epochs,
@@ -116,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_dir=args.checkpoint_dir,
             refit=args.refit,
             thresholds_from=args.thresholds_from,
+            resume=args.resume,
+            stop_after=args.stop_after,
         )
     except ValueError as error:  # option combinations TrainConfig refuses
         parser.error(str(error))

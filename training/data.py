@@ -5,12 +5,17 @@ Two layouts are read:
   `Finding Labels` ("No Finding" for none), `Patient ID`; images in one folder or spread over
   `images_*/images/`; `train_val_list.txt` / `test_list.txt` beside it are read when present;
 - the one-hot layout (`Image`, the 14 label columns in any order, `PatientId`).
+
+Several dataset folders combine into one record list (`read_datasets`): each folder holds a
+label table (`images_labels.csv` in either layout, or the official `Data_Entry_2017*.csv[.gz]`),
+its images (in the folder, `images/` or `images_*/images/`) and optionally `reference/` teacher
+probabilities. An image name in two folders is refused; a PatientId is one patient in every folder.
 """
 
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +38,13 @@ class Record:
     patient_id: str
     labels: np.ndarray  # (14,) float32, canonical order
     official_split: str | None = None  # "train_val" or "test" when the official lists are present
+    train_only: bool = False  # from a train-only folder (e.g. thumbnails): never validation or test
+    dataset: str = ""  # the folder (or label table) it was read from
 
 
-def read_label_table(csv_path: str | Path, images_dir: str | Path | None = None) -> list[Record]:
+def read_label_table(
+    csv_path: str | Path, images_dir: str | Path | None = None, *, train_only: bool = False
+) -> list[Record]:
     """Read either layout (detected from the header) and resolve each image file."""
     csv_path = Path(csv_path)
     rows = list(_read_rows(csv_path))
@@ -65,7 +74,17 @@ def read_label_table(csv_path: str | Path, images_dir: str | Path | None = None)
         if image in seen:
             raise LabelTableError(f"{where}: duplicate image {image} (first at row {seen[image]})")
         seen[image] = line
-        records.append(Record(image, locate(image, where), patient_id, labels, official.get(image)))
+        records.append(
+            Record(
+                image,
+                locate(image, where),
+                patient_id,
+                labels,
+                official.get(image),
+                train_only,
+                str(csv_path.parent if csv_path.name == LABELS_FILE else csv_path),
+            )
+        )
     return records
 
 
@@ -171,4 +190,85 @@ def read_teacher(csv_path: str | Path) -> dict[str, np.ndarray]:
         if not image or image in teacher:
             raise LabelTableError(f"{where}: empty or duplicate image {image!r}")
         teacher[image] = np.clip(probabilities, 0.0, 1.0)
+    return teacher
+
+
+LABELS_FILE = "images_labels.csv"
+REFERENCE_DIR = "reference"
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where one dataset's labels, images and (optional) teacher probabilities are."""
+
+    labels_csv: Path
+    images_dir: Path | None = None  # None: beside the label table
+    teacher_csvs: tuple[Path, ...] = ()
+    train_only: bool = False
+
+
+def dataset_folder(folder: str | Path, train_only: bool = False) -> DatasetSource:
+    """A dataset folder: its label table, and the teacher tables (prob_<label> columns) in reference/."""
+    folder = Path(folder)
+    candidates = [folder / LABELS_FILE, *sorted(folder.glob("Data_Entry_2017*.csv*"))]
+    labels_csv = next((path for path in candidates if path.is_file()), None)
+    if labels_csv is None:
+        raise LabelTableError(
+            f"{folder}: not a dataset folder (no {LABELS_FILE} or Data_Entry_2017*.csv[.gz] in it)"
+        )
+    teachers = tuple(
+        path for path in sorted((folder / REFERENCE_DIR).glob("*.csv")) if _has_probability_columns(path)
+    )
+    return DatasetSource(labels_csv, None, teachers, train_only)
+
+
+def _has_probability_columns(csv_path: Path) -> bool:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), [])
+    return any(column.startswith("prob_") for column in header)
+
+
+def data_sources(
+    labels_csv: str | Path | None,
+    images_dir: str | Path | None = None,
+    datasets: Sequence[str | Path] = (),
+    train_only_datasets: Sequence[str | Path] = (),
+) -> list[DatasetSource]:
+    """The sources named on a command line: a label table (with its images folder) and folders."""
+    images = Path(images_dir) if images_dir else None
+    sources = [DatasetSource(Path(labels_csv), images)] if labels_csv else []
+    sources += [dataset_folder(folder) for folder in datasets]
+    sources += [dataset_folder(folder, train_only=True) for folder in train_only_datasets]
+    if not sources:
+        raise LabelTableError("no data: give a label table (--labels-csv) or at least one --dataset folder")
+    return sources
+
+
+def read_datasets(sources: list[DatasetSource]) -> list[Record]:
+    """The records of every source, in order; an image name in two sources is refused, naming both."""
+    records: list[Record] = []
+    home: dict[str, str] = {}
+    for source in sources:
+        for record in read_label_table(source.labels_csv, source.images_dir, train_only=source.train_only):
+            if record.image in home:
+                raise LabelTableError(
+                    f"image {record.image} is in both {home[record.image]} and {record.dataset}: "
+                    "image names must be unique across the combined datasets"
+                )
+            home[record.image] = record.dataset
+            records.append(record)
+    return records
+
+
+def read_teachers(csv_paths: Sequence[str | Path]) -> dict[str, np.ndarray]:
+    """The teacher probabilities of several tables; an image in two tables is refused, naming both."""
+    teacher: dict[str, np.ndarray] = {}
+    source: dict[str, Path] = {}
+    for csv_path in csv_paths:
+        for image, probabilities in read_teacher(csv_path).items():
+            if image in teacher:
+                raise LabelTableError(
+                    f"teacher probabilities for {image} in both {source[image]} and {csv_path}"
+                )
+            teacher[image], source[image] = probabilities, Path(csv_path)
     return teacher

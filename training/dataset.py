@@ -8,11 +8,30 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from PIL import Image
 
 from cxr.model_card import Normalisation
 from cxr.preprocessing import load_grey, normalise
 from training.augment import AugmentConfig, augment_grey, mixup
 from training.data import Record
+
+
+class SmallFilmError(ValueError):
+    """A film that may be held out for validation or test is smaller than the model's input."""
+
+
+def check_film_sizes(records: Sequence[Record], size: int) -> None:
+    """Refuse films below the input size among those that may be validated or tested on: a
+    thumbnail upscaled to the input is not the full-resolution film the service will read."""
+    for record in records:
+        with Image.open(record.path) as image:  # reads the header only
+            width, height = image.size
+        if min(width, height) < size:
+            raise SmallFilmError(
+                f"{record.path} is {width}x{height}, smaller than the {size} px input: validation and "
+                f"test hold only full-resolution films; pass its folder ({record.dataset}) "
+                "with --train-only-dataset"
+            )
 
 
 def load_images(records: Sequence[Record], size: int, workers: int = 4) -> np.ndarray:

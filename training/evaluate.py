@@ -20,7 +20,7 @@ import numpy as np
 
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, load_model_card, save_model_card, verify_weights
-from training.data import Record, labels_matrix, read_label_table, read_teacher
+from training.data import Record, data_sources, labels_matrix, read_datasets, read_teacher
 from training.evaluation import inherited_thresholds, split_metrics, thresholds_for
 from training.import_weights import UNEVALUATED_THRESHOLD_RULE
 from training.loss import class_weights
@@ -44,8 +44,10 @@ class SplitsFileError(ValueError):
 @dataclass
 class EvaluateConfig:
     model_dir: str
-    labels_csv: str
+    labels_csv: str | None = None
     images_dir: str | None = None
+    datasets: tuple[str, ...] = ()  # dataset folders, as the training run combined them
+    train_only_datasets: tuple[str, ...] = ()
     reference_csv: str | None = None
     reference_aucs: str | None = None
     out_dir: str | None = None  # default: the model folder
@@ -58,6 +60,8 @@ class EvaluateConfig:
     version: str | None = None  # the card's new version (required with new thresholds)
 
     def __post_init__(self) -> None:
+        if not self.labels_csv and not self.datasets:
+            raise ValueError("no data: give --labels-csv or the run's --dataset folders")
         if self.choose_thresholds and self.thresholds_from:
             raise ValueError("--choose-thresholds and --thresholds-from are two different sources: pick one")
         if (self.choose_thresholds or self.thresholds_from) and not self.version:
@@ -149,7 +153,9 @@ def evaluate(config: EvaluateConfig) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     card = load_model_card(model_dir)
     verify_weights(card, model_dir)  # fail before the slow part
-    records = read_label_table(config.labels_csv, config.images_dir)
+    records = read_datasets(
+        data_sources(config.labels_csv, config.images_dir, config.datasets, config.train_only_datasets)
+    )
     splits = read_splits(model_dir / SPLITS_FILE, records)
     placeholders = card.threshold_rule == UNEVALUATED_THRESHOLD_RULE
     adopted = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
@@ -215,7 +221,7 @@ def evaluate(config: EvaluateConfig) -> Report:
 
     report = build_report(
         card,
-        str(config.labels_csv),
+        ", ".join(filter(None, (config.labels_csv, *config.datasets, *config.train_only_datasets))),
         {name: len(part) for name, part in splits.items()},
         metrics,
         focus.name,
@@ -241,7 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model-dir", required=True, help="model.keras, model_card.json, splits.csv")
-    parser.add_argument("--labels-csv", required=True, help="the label table the model was trained from")
+    parser.add_argument("--labels-csv", help="the label table the model was trained from")
+    parser.add_argument(
+        "--dataset", action="append", default=[], metavar="FOLDER", help="a dataset folder the run trained on"
+    )
+    parser.add_argument(
+        "--train-only-dataset",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a train-only folder of the run (its films must not be in validation or test)",
+    )
     parser.add_argument("--images-dir", help="image folder (default: beside the CSV, incl. images_*/images/)")
     parser.add_argument("--reference-csv", help="reference probabilities (Image Index, prob_<label>)")
     parser.add_argument("--reference-aucs", help="the reference's published AUROC per label (label,auc)")
@@ -283,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             model_dir=args.model_dir,
             labels_csv=args.labels_csv,
             images_dir=args.images_dir,
+            datasets=tuple(args.dataset),
+            train_only_datasets=tuple(args.train_only_dataset),
             reference_csv=args.reference_csv,
             reference_aucs=args.reference_aucs,
             out_dir=args.out,

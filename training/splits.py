@@ -68,6 +68,18 @@ def split_by_patient(
     return splits
 
 
+def add_train_only(
+    splits: Mapping[str, Sequence[Record]], train_only: Sequence[Record]
+) -> tuple[dict[str, list[Record]], list[Record]]:
+    """Train-only records (thumbnails) join the training split; those of a patient held out in
+    validation or test are left out (returned), as training on them would leak that patient."""
+    held_out = {record.patient_id for name in SPLITS[1:] for record in splits[name]}
+    left_out = [record for record in train_only if record.patient_id in held_out]
+    joined = {name: list(records) for name, records in splits.items()}
+    joined["train"] += [record for record in train_only if record.patient_id not in held_out]
+    return joined, left_out
+
+
 def fold_validation_into_train(splits: Mapping[str, Sequence[Record]]) -> dict[str, list[Record]]:
     """A refit's splits: the validation patients train too; the test patients stay held out."""
     return {
@@ -77,11 +89,20 @@ def fold_validation_into_train(splits: Mapping[str, Sequence[Record]]) -> dict[s
     }
 
 
+class TrainOnlyHeldOutError(RuntimeError):
+    """A train-only film (a thumbnail) is in the validation or test split."""
+
+
 def check_no_leakage(splits: Mapping[str, Sequence[Record]]) -> None:
-    """Refuse splits that share a patient (or an image)."""
+    """Refuse splits that share a patient (or an image), or hold out a train-only film."""
     owner: dict[str, str] = {}
     for split, records in splits.items():
         for record in records:
+            if record.train_only and split != "train":
+                raise TrainOnlyHeldOutError(
+                    f"{record.image} (from the train-only {record.dataset}) is in the {split} split: "
+                    "validation and test hold only full-resolution films"
+                )
             previous = owner.setdefault(record.patient_id, split)
             if previous != split:
                 raise PatientLeakageError(

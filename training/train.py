@@ -2,6 +2,7 @@
 
 import csv
 import datetime
+import io
 import logging
 import os
 import random
@@ -15,20 +16,31 @@ import tensorflow as tf
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, TrainingData, save_model_card, sha256_file
 from training.callbacks import ValidationMonitor, WeightAveraging
-from training.data import Record, labels_matrix, read_label_table, read_teacher
-from training.dataset import XrayBatches, load_images, model_inputs, normalisation_of
+from training.checkpoint import RunState, assign_all, check_same_run, fingerprint, load_state, save_state
+from training.data import DatasetSource, Record, data_sources, labels_matrix, read_datasets, read_teachers
+from training.dataset import XrayBatches, check_film_sizes, load_images, model_inputs, normalisation_of
 from training.evaluation import inherited_thresholds, split_metrics, thresholds_for
 from training.loss import class_weights, make_weighted_bce
 from training.model import LAST_CONV_LAYER, build_model
-from training.splits import SPLITS, check_no_leakage, fold_validation_into_train, split_by_patient
+from training.splits import (
+    SPLITS,
+    add_train_only,
+    check_no_leakage,
+    fold_validation_into_train,
+    split_by_patient,
+)
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.keras"
 # TrainConfig fields that are not the recipe: file locations, or recorded elsewhere in the card.
 NOT_RECIPE = (
     "labels_csv",
+    "datasets",
+    "train_only_datasets",
     "out_dir",
     "images_dir",
+    "resume",
+    "stop_after",
     "checkpoint_dir",
     "thresholds_from",
     "name",
@@ -39,9 +51,13 @@ NOT_RECIPE = (
 
 @dataclass
 class TrainConfig:
-    labels_csv: str
     out_dir: str
+    # The data: one label table (--labels-csv, --images-dir, --teacher-csv) and/or dataset folders
+    # (images_labels.csv, images/, reference/ teacher probabilities), combined into one run.
+    labels_csv: str | None = None
     images_dir: str | None = None
+    datasets: tuple[str, ...] = ()
+    train_only_datasets: tuple[str, ...] = ()  # e.g. thumbnails: never in validation or test
     input_size: int = 128
     epochs: int = 90
     batch_size: int = 16
@@ -69,8 +85,12 @@ class TrainConfig:
     refit: bool = False
     # A refit's thresholds: those of this model folder, the recipe's validation run.
     thresholds_from: str | None = None
+    resume: bool = False  # continue from the checkpoint of the last finished epoch
+    stop_after: int | None = None  # stop (checkpointed) after this epoch, e.g. a time-limited job
 
     def __post_init__(self) -> None:
+        if not self.labels_csv and not self.datasets:
+            raise ValueError("no data: give --labels-csv or at least one --dataset folder")
         if self.refit != bool(self.thresholds_from):
             raise ValueError(
                 "--refit and --thresholds-from go together: a refit adopts its validation run's thresholds"
@@ -99,8 +119,15 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def sources_of(config: TrainConfig) -> list[DatasetSource]:
+    return data_sources(config.labels_csv, config.images_dir, config.datasets, config.train_only_datasets)
+
+
 def make_splits(records: list[Record], config: TrainConfig) -> dict[str, list[Record]]:
-    """The official test list when present, otherwise a seeded patient-level split."""
+    """The official test list when present, otherwise a seeded patient-level split; train-only
+    records (thumbnails) then join training unless their patient is held out."""
+    train_only = [record for record in records if record.train_only]
+    records = [record for record in records if not record.train_only]
     if any(record.official_split for record in records):
         test = [record for record in records if record.official_split == "test"]
         rest = [record for record in records if record.official_split != "test"]
@@ -109,6 +136,9 @@ def make_splits(records: list[Record], config: TrainConfig) -> dict[str, list[Re
         splits = {"train": inner["train"], "validation": inner["validation"], "test": test}
     else:
         splits = split_by_patient(records, config.split, config.seed)
+    splits, left_out = add_train_only(splits, train_only)
+    if left_out:
+        log.info("%d train-only images left out: their patients are held out", len(left_out))
     check_no_leakage(splits)
     return splits
 
@@ -116,9 +146,11 @@ def make_splits(records: list[Record], config: TrainConfig) -> dict[str, list[Re
 def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
     """Labels, or labels blended with teacher probabilities (distillation) where a teacher exists."""
     labels = labels_matrix(records)
-    if not config.teacher_csv:
+    tables: list[str | Path] = [config.teacher_csv] if config.teacher_csv else []
+    tables += [path for source in sources_of(config) for path in source.teacher_csvs]
+    if not tables or config.teacher_weight == 0:
         return labels
-    teacher = read_teacher(config.teacher_csv)
+    teacher = read_teachers(tables)
     targets = labels.copy()
     taught = 0
     for i, record in enumerate(records):
@@ -131,7 +163,8 @@ def training_targets(records: list[Record], config: TrainConfig) -> np.ndarray:
     return targets
 
 
-def train(config: TrainConfig) -> ModelCard:
+def train(config: TrainConfig) -> ModelCard | None:
+    """Train and write the model folder; None when --stop-after stopped the run (checkpointed)."""
     inherited = inherited_thresholds(config.thresholds_from) if config.thresholds_from else None  # fail fast
     seed_everything(config.training_seed)
     out_dir = Path(config.out_dir)
@@ -139,13 +172,19 @@ def train(config: TrainConfig) -> ModelCard:
     checkpoint_dir = Path(config.checkpoint_dir or out_dir / "checkpoints")
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
-    records = read_label_table(config.labels_csv, config.images_dir)
+    records = read_datasets(sources_of(config))
     if config.max_images:
         records = records[: config.max_images]
+    check_film_sizes([record for record in records if not record.train_only], config.input_size)
     splits = make_splits(records, config)
     if config.refit:
         splits = fold_validation_into_train(splits)
-    write_splits(splits, out_dir / "splits.csv")
+    split_table = splits_csv(splits)
+    run_fingerprint = fingerprint(_recipe(config, None), split_table)
+    resumed = load_state(checkpoint_dir) if config.resume else None
+    if resumed:  # refused before anything is written when the checkpoint is another run's
+        check_same_run(resumed.fingerprint, run_fingerprint, checkpoint_dir)
+    (out_dir / "splits.csv").write_text(split_table)
     log.info("split sizes: %s", {name: len(part) for name, part in splits.items()})
 
     images = {name: load_images(part, config.input_size) for name, part in splits.items()}
@@ -191,9 +230,19 @@ def train(config: TrainConfig) -> ModelCard:
         )
         callbacks.append(monitor)
     log_path = out_dir / "training_log.csv"
-    log_path.unlink(missing_ok=True)
+    start_epoch = 0
+    if resumed:
+        with strategy.scope():
+            start_epoch = restore(resumed, model, batches, averaging, monitor, checkpoint_dir)
+        _truncate_log(log_path, start_epoch)  # an epoch logged but not checkpointed runs again
+        log.info("resuming after epoch %d of %d from %s", start_epoch, config.epochs, checkpoint_dir)
+    else:
+        log_path.unlink(missing_ok=True)
     callbacks.append(keras.callbacks.CSVLogger(str(log_path), append=True))
-    for epoch in range(config.epochs):
+    stopped = bool(monitor and monitor.stopped)
+    for epoch in range(start_epoch, config.epochs):
+        if stopped:
+            break
         inputs, epoch_targets = batches.epoch_arrays()
         model.fit(
             inputs,
@@ -205,8 +254,12 @@ def train(config: TrainConfig) -> ModelCard:
             callbacks=callbacks,
             verbose=1 if _interactive() else 2,
         )
-        if monitor and monitor.stopped:
-            break
+        stopped = bool(monitor and monitor.stopped)
+        save_state(capture(epoch + 1, model, batches, averaging, monitor, run_fingerprint), checkpoint_dir)
+        if config.stop_after is not None and epoch + 1 >= config.stop_after and epoch + 1 < config.epochs:
+            done = epoch + 1
+            log.info("stopped after epoch %d of %d; --resume continues", done, config.epochs)
+            return None
 
     weights_path = out_dir / WEIGHTS_FILE
     metrics = []
@@ -237,7 +290,7 @@ def train(config: TrainConfig) -> ModelCard:
         weights_file=WEIGHTS_FILE,
         sha256=sha256_file(weights_path),
         training=TrainingData(
-            dataset=f"NIH ChestX-ray14: {config.labels_csv}",
+            dataset="NIH ChestX-ray14: " + ", ".join(_data_names(config)),
             split_rule=_split_rule(config, records),
             n_train=len(splits["train"]),
             n_validation=len(splits["validation"]),
@@ -254,13 +307,84 @@ def train(config: TrainConfig) -> ModelCard:
     return card
 
 
+def capture(
+    epochs_done: int,
+    model: keras.Model,
+    batches: XrayBatches,
+    averaging: WeightAveraging | None,
+    monitor: ValidationMonitor | None,
+    run_fingerprint: dict[str, object],
+) -> RunState:
+    return RunState(
+        epochs_done=epochs_done,
+        model_weights=[np.asarray(variable.numpy()) for variable in model.weights],
+        optimizer_variables=[np.asarray(variable.numpy()) for variable in model.optimizer.variables],
+        average=list(averaging.average) if averaging else [],
+        average_steps=averaging.steps if averaging else 0,
+        batch_order=batches.order.copy(),
+        rng_state=dict(batches.rng.bit_generator.state),
+        fingerprint=dict(run_fingerprint),
+        monitor={"best": monitor.best, "best_epoch": monitor.best_epoch, "stopped": monitor.stopped}
+        if monitor
+        else {},
+    )
+
+
+def restore(
+    state: RunState,
+    model: keras.Model,
+    batches: XrayBatches,
+    averaging: WeightAveraging | None,
+    monitor: ValidationMonitor | None,
+    checkpoint_dir: Path,
+) -> int:
+    """Put a saved state back into the run's objects; returns the number of epochs already done."""
+    assign_all(model.weights, state.model_weights, "model weights", checkpoint_dir)
+    model.optimizer.build(model.trainable_variables)
+    assign_all(model.optimizer.variables, state.optimizer_variables, "optimiser variables", checkpoint_dir)
+    if averaging:
+        averaging.average = [np.array(value, copy=True) for value in state.average]
+        averaging.steps = state.average_steps
+    batches.order = np.array(state.batch_order)
+    batches.rng.bit_generator.state = state.rng_state
+    if monitor and state.monitor:
+        monitor.best = float(state.monitor["best"])
+        monitor.best_epoch = int(state.monitor["best_epoch"])
+        monitor.stopped = bool(state.monitor["stopped"])
+    return state.epochs_done
+
+
+def _truncate_log(log_path: Path, epochs_done: int) -> None:
+    if not log_path.is_file():
+        return
+    with open(log_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < epochs_done]
+    with open(log_path, "w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+
+
+def _data_names(config: TrainConfig) -> list[str]:
+    names = [config.labels_csv] if config.labels_csv else []
+    names += list(config.datasets)
+    names += [f"{folder} (train only)" for folder in config.train_only_datasets]
+    return names
+
+
+def splits_csv(splits: dict[str, list[Record]]) -> str:
+    """splits.csv's text: Image, PatientId, split."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["Image", "PatientId", "split"])
+    for name in SPLITS:
+        for record in splits[name]:
+            writer.writerow([record.image, record.patient_id, name])
+    return buffer.getvalue()
+
+
 def write_splits(splits: dict[str, list[Record]], path: Path) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Image", "PatientId", "split"])
-        for name in SPLITS:
-            for record in splits[name]:
-                writer.writerow([record.image, record.patient_id, name])
+        handle.write(splits_csv(splits))
 
 
 def _split_rule(config: TrainConfig, records: list[Record]) -> str:

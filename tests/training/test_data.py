@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from cxr.labels import LABELS
-from training.data import LabelTableError, labels_matrix, read_label_table, read_teacher
+from training.data import (
+    LabelTableError,
+    data_sources,
+    labels_matrix,
+    read_datasets,
+    read_label_table,
+    read_teacher,
+    read_teachers,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OFFICIAL_HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID\n"
@@ -170,3 +178,59 @@ def test_the_nih_sample_reads_with_its_documented_label_counts(nih_data: Path) -
     counts = dict(zip(LABELS, labels_matrix(records).sum(axis=0).astype(int).tolist(), strict=True))
     assert counts["Atelectasis"] == 63 and counts["Hernia"] == 13 and counts["Infiltration"] == 71
     assert sum(not r.labels.any() for r in records) == 65  # "No Finding"
+
+
+def dataset_dir(root: Path, name: str, rows: list[tuple[str, str]], teacher: bool = False) -> Path:
+    """A dataset folder: images_labels.csv, (empty) images/ files, optionally reference/ teacher rows."""
+    folder = root / name
+    (folder / "images").mkdir(parents=True)
+    write_table(folder, "images_labels.csv", ONE_HOT_HEADER + "".join(one_hot_row(i, p) for i, p in rows))
+    for image, _ in rows:
+        (folder / "images" / image).touch()
+    if teacher:
+        (folder / "reference").mkdir()
+        (folder / "reference" / "aucs.csv").write_text("label,auc\nMass,0.8\n")  # not probabilities
+        header = "Image Index," + ",".join(f"prob_{label}" for label in LABELS)
+        lines = [f"{image}," + ",".join(["0.25"] * 14) for image, _ in rows]
+        (folder / "reference" / "preds.csv").write_text("\n".join([header, *lines]) + "\n")
+    return folder
+
+
+def test_dataset_folders_combine_and_keep_their_origin(tmp_path: Path) -> None:
+    first = dataset_dir(tmp_path, "first", [("a.png", "1"), ("b.png", "2")], teacher=True)
+    thumbs = dataset_dir(tmp_path, "thumbs", [("c.png", "1")])
+    sources = data_sources(None, None, [first], [thumbs])
+    assert sources[0].teacher_csvs == (first / "reference" / "preds.csv",)  # the AUROC table is not one
+    records = read_datasets(sources)
+    assert [(r.image, r.patient_id, r.train_only, r.dataset) for r in records] == [
+        ("a.png", "1", False, str(first)),
+        ("b.png", "2", False, str(first)),
+        ("c.png", "1", True, str(thumbs)),
+    ]
+    assert records[2].path == thumbs / "images" / "c.png"
+    assert set(read_teachers([path for s in sources for path in s.teacher_csvs])) == {"a.png", "b.png"}
+
+
+def test_an_image_name_in_two_folders_is_refused_naming_both(tmp_path: Path) -> None:
+    first = dataset_dir(tmp_path, "first", [("a.png", "1")])
+    second = dataset_dir(tmp_path, "second", [("b.png", "2"), ("a.png", "3")])
+    with pytest.raises(LabelTableError, match=rf"a\.png is in both {first} and {second}"):
+        read_datasets(data_sources(None, None, [first, second]))
+
+
+def test_a_folder_without_a_label_table_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LabelTableError, match="not a dataset folder"):
+        data_sources(None, None, [tmp_path])
+    with pytest.raises(LabelTableError, match="no data"):
+        data_sources(None)
+
+
+def test_the_shared_folders_combine_without_duplicate_names(shared_datasets: list[Path]) -> None:
+    nih, extra, thumbs = shared_datasets
+    records = read_datasets(data_sources(None, None, [nih, extra], [thumbs]))
+    assert len(records) == 388 + 320 + 935
+    assert sum(r.train_only for r in records) == 935
+    patients = {
+        folder: {r.patient_id for r in records if r.dataset == str(folder)} for folder in shared_datasets
+    }
+    assert len(patients[nih] & patients[extra]) == 4 and len(patients[extra] & patients[thumbs]) == 18

@@ -129,3 +129,19 @@ def test_max_steps_limits_the_epoch() -> None:
     batches = XrayBatches(cached, np.zeros((10, 14)), NORMALISATION, batch_size=3, max_steps=2)
     assert len(batches) == 2
     assert len(XrayBatches(cached, np.zeros((10, 14)), NORMALISATION, batch_size=3)) == 4
+
+
+def test_films_smaller_than_the_input_are_refused_for_held_out_splits(
+    fixture_images: list[Path], tmp_path: Path
+) -> None:
+    from training.dataset import SmallFilmError, check_film_sizes
+
+    thumbnail = tmp_path / "thumb.png"
+    with Image.open(fixture_images[0]) as film:
+        film.resize((64, 64)).save(thumbnail)
+    films = [Record(path.name, path, "1", np.zeros(14, np.float32)) for path in fixture_images]
+    check_film_sizes(films, 1024)  # the NIH films are 1024 px
+    small = Record("thumb.png", thumbnail, "1", np.zeros(14, np.float32), dataset="thumbs")
+    check_film_sizes([small], 64)
+    with pytest.raises(SmallFilmError, match=r"thumb\.png is 64x64, smaller than the 128 px input.*thumbs"):
+        check_film_sizes([*films, small], 128)

@@ -224,3 +224,9 @@ def test_reference_aucs_without_reference_predictions_is_a_usage_error(tmp_path:
     with pytest.raises(SystemExit):
         main(["--model-dir", str(tmp_path), "--labels-csv", "x.csv", "--reference-aucs", "aucs.csv"])
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_evaluation_without_data_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--model-dir", str(tmp_path)])
+    assert "no data: give --labels-csv or the run's --dataset folders" in capsys.readouterr().err

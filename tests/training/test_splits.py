@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from training.data import Record
-from training.splits import SPLITS, PatientLeakageError, check_no_leakage, split_by_patient
+from training.splits import (
+    SPLITS,
+    PatientLeakageError,
+    TrainOnlyHeldOutError,
+    add_train_only,
+    check_no_leakage,
+    split_by_patient,
+)
 
 
 def make_records(patients: int, seed: int = 0) -> list[Record]:
@@ -110,3 +117,29 @@ def test_leakage_check_names_the_patient() -> None:
 def test_leakage_check_accepts_patient_level_splits() -> None:
     records = make_records(10)
     check_no_leakage({"train": records[:0], "validation": records, "test": []})
+
+
+def test_train_only_records_train_unless_their_patient_is_held_out() -> None:
+    records = make_records(40)
+    splits = split_by_patient(records, (0.6, 0.2, 0.2), seed=1)
+    held_out = next(iter(splits["test"])).patient_id
+    kept_patient = next(iter(splits["train"])).patient_id
+    thumbs = [
+        Record("t1.png", Path("t1.png"), held_out, np.zeros(14, np.float32), train_only=True),
+        Record("t2.png", Path("t2.png"), kept_patient, np.zeros(14, np.float32), train_only=True),
+        Record("t3.png", Path("t3.png"), "only-thumbnails", np.zeros(14, np.float32), train_only=True),
+    ]
+    joined, left_out = add_train_only(splits, thumbs)
+    assert [r.image for r in left_out] == ["t1.png"]
+    assert [r.image for r in joined["train"][-2:]] == ["t2.png", "t3.png"]
+    assert joined["validation"] == splits["validation"] and joined["test"] == splits["test"]
+    check_no_leakage(joined)
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_a_train_only_film_outside_training_is_refused(split: str) -> None:
+    thumb = Record("t.png", Path("t.png"), "P1", np.zeros(14, np.float32), train_only=True, dataset="thumbs")
+    with pytest.raises(
+        TrainOnlyHeldOutError, match=rf"t\.png \(from the train-only thumbs\) is in the {split}"
+    ):
+        check_no_leakage({"train": [], "validation": [], "test": [], split: [thumb]})

@@ -9,7 +9,7 @@ import pytest
 
 from cxr.labels import LABELS
 from training import train as tf_train
-from training.data import Record, read_label_table
+from training.data import Record, read_datasets, read_label_table
 from training.evaluate import read_splits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,6 +142,9 @@ def test_a_refit_needs_the_thresholds_of_its_validation_run(
 ) -> None:
     from training.__main__ import main
 
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path)])
+    assert "no data: give --labels-csv or at least one --dataset folder" in capsys.readouterr().err
     for option in (["--refit"], ["--thresholds-from", "m"]):
         with pytest.raises(SystemExit):
             main(["--labels-csv", "x.csv", "--out", str(tmp_path), *option])
@@ -154,3 +157,124 @@ def test_a_refit_needs_the_thresholds_of_its_validation_run(
         tf_train.train(
             tf_train.TrainConfig(labels_csv="x.csv", out_dir=str(tmp_path), refit=True, thresholds_from="m")
         )
+
+
+def test_combined_folders_split_by_patient_with_thumbnails_only_in_training(
+    shared_datasets: list[Path],
+) -> None:
+    nih, extra, thumbs = map(str, shared_datasets)
+    config = tf_train.TrainConfig(out_dir="out", datasets=(nih, extra), train_only_datasets=(thumbs,))
+    records = read_datasets(tf_train.sources_of(config))
+    splits = tf_train.make_splits(records, config)
+
+    assert not any(r.train_only for r in splits["validation"] + splits["test"])
+    assert {r.dataset for r in splits["validation"] + splits["test"]} == {nih, extra}
+    home = {r.patient_id: name for name, part in splits.items() for r in part}
+    for name, part in splits.items():  # a patient with films in two folders stays in one split
+        assert all(home[r.patient_id] == name for r in part)
+    in_both = {r.patient_id for r in records if r.dataset == nih} & {
+        r.patient_id for r in records if r.dataset == extra
+    }
+    assert len(in_both) == 4
+    assert len({r.patient_id for r in splits["test"]}) >= 100  # enough patients for useful intervals
+    placed = sum(len(part) for part in splits.values())
+    held_out = {r.patient_id for r in splits["validation"] + splits["test"]}
+    assert len(records) - placed == sum(r.train_only and r.patient_id in held_out for r in records)
+
+
+def combined_folders(nih_data: Path, root: Path) -> tuple[Path, Path, Path]:
+    """Two full-resolution folders (40 and 24 NIH films; the second holds another film of a patient
+    of the first) and a train-only folder of 32 px thumbnails of 12 more films, 6 of them of
+    patients of the first folder."""
+    from PIL import Image
+
+    with open(nih_data / "images_labels.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = list(reader.fieldnames or []), list(reader)
+    folders = []
+    for name, chosen in (("first", rows[:40]), ("second", rows[40:64]), ("thumbs", rows[64:76])):
+        folder = root / name
+        (folder / "images").mkdir(parents=True)
+        for i, row in enumerate(chosen):
+            source = nih_data / "images" / row["Image"]
+            if name == "thumbs":
+                row["PatientId"] = rows[i]["PatientId"] if i < 6 else row["PatientId"]
+                with Image.open(source) as film:
+                    film.resize((32, 32)).save(folder / "images" / row["Image"])
+            else:
+                (folder / "images" / row["Image"]).symlink_to(source)
+        if name == "second":
+            chosen[0]["PatientId"] = rows[0]["PatientId"]
+        with open(folder / "images_labels.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, header)
+            writer.writeheader()
+            writer.writerows(chosen)
+        folders.append(folder)
+    return folders[0], folders[1], folders[2]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_on_combined_folders_resumes_where_it_stopped(
+    nih_data: Path, tmp_path: Path, run_training: Callable[..., object]
+) -> None:
+    from training.checkpoint import CheckpointError, load_state
+    from training.evaluate import read_splits as read_model_splits
+    from training.splits import SPLITS
+
+    first, second, thumbs = combined_folders(nih_data, tmp_path / "data")
+    out = tmp_path / "run"
+    args = [
+        "--dataset", str(first), "--dataset", str(second), "--train-only-dataset", str(thumbs),
+        "--out", str(out), "--input-size", "32", "--batch-size", "8", "--epochs", "2", "--max-steps", "2",
+    ]  # fmt: skip
+    run_training(*args, "--stop-after", "1")  # a job slot that ends after the first epoch
+    stopped = load_state(out / "checkpoints")
+    assert stopped.epochs_done == 1 and not (out / "model.keras").exists()
+    assert int(stopped.optimizer_variables[0]) == 2  # Adam's iteration counter: 2 steps
+    assert stopped.average  # the weight average travels with the checkpoint
+
+    run_training(*args, "--resume")
+    finished = load_state(out / "checkpoints")
+    assert finished.epochs_done == 2
+    assert int(finished.optimizer_variables[0]) == 4  # continued from 2, not restarted at 0
+    with open(out / "training_log.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+    from cxr.model_card import load_model_card, verify_weights
+
+    card = load_model_card(out)
+    verify_weights(card, out)
+    assert card.training.recipe["epochs"] == 2 and "resume" not in card.training.recipe
+
+    records = read_datasets(tf_train.sources_of(tf_train.TrainConfig(
+        out_dir=str(out), datasets=(str(first), str(second)), train_only_datasets=(str(thumbs),)
+    )))  # fmt: skip
+    splits = read_model_splits(out / "splits.csv", records)  # leakage- and train-only-checked
+    assert sum(len(splits[name]) for name in SPLITS) == len(records) - sum(
+        r.train_only and any(r.patient_id == h.patient_id for h in splits["validation"] + splits["test"])
+        for r in records
+    )
+    assert any(r.train_only for r in splits["train"])
+    assert {r.dataset for r in splits["test"] + splits["validation"]} <= {str(first), str(second)}
+
+    # Another recipe (here: more epochs) is refused before any training, naming the difference.
+    config = tf_train.TrainConfig(
+        out_dir=str(out),
+        datasets=(str(first), str(second)),
+        train_only_datasets=(str(thumbs),),
+        input_size=32, batch_size=8, epochs=3, max_steps=2, resume=True,
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match="epochs 2 there, 3 here"):
+        tf_train.train(config)
+
+    # The evaluation reads the same folders and scores the full-resolution test films only.
+    from training.evaluate import EvaluateConfig, evaluate
+
+    report = evaluate(
+        EvaluateConfig(
+            model_dir=str(out),
+            datasets=(str(first), str(second)),
+            train_only_datasets=(str(thumbs),),
+            bootstrap=0,
+        )
+    )
+    assert report["metrics"]["test"]["n_images"] == len(splits["test"])
