@@ -57,6 +57,15 @@ lint: install
 
 TRAIN_DATA = --labels-csv $(DATA)/images_labels.csv \
 	--teacher-csv $(DATA)/reference/reproduce_chexnet_preds_for_images.csv
+# Combined folders for train-validation and evaluate, e.g. DATASETS="../shared/data/nih
+# ../shared/data/nih-extra" TRAIN_ONLY_DATASETS=../shared/data/nih-thumbs (each folder's reference/
+# teacher probabilities come along). Empty: the shipped model's data, TRAIN_DATA.
+DATASETS ?=
+TRAIN_ONLY_DATASETS ?=
+FOLDER_DATA = $(foreach folder,$(DATASETS),--dataset $(folder)) \
+	$(foreach folder,$(TRAIN_ONLY_DATASETS),--train-only-dataset $(folder))
+RUN_DATA = $(if $(strip $(DATASETS)),$(FOLDER_DATA),$(TRAIN_DATA))
+EVALUATE_DATA = $(if $(strip $(DATASETS)),$(FOLDER_DATA),--labels-csv $(DATA)/images_labels.csv)
 VALIDATION_RUN ?= runs/validation
 THRESHOLDS_FROM ?= $(MODEL_DIR)/validation-run
 
@@ -66,11 +75,12 @@ train: install
 	$(PY) -m training $(TRAIN_DATA) --out $(MODEL_DIR) --refit --thresholds-from $(THRESHOLDS_FROM) $(TRAIN_ARGS)
 
 # The recipe's validation run: early stopping and thresholds on the validation split. About 70 min.
+# TRAIN_ARGS=--resume continues an interrupted run from its last epoch checkpoint.
 train-validation: install
-	$(PY) -m training $(TRAIN_DATA) --out $(VALIDATION_RUN) $(TRAIN_ARGS)
+	$(PY) -m training $(RUN_DATA) --out $(VALIDATION_RUN) $(TRAIN_ARGS)
 
 evaluate: install
-	$(PY) -m training.evaluate --model-dir $(MODEL_DIR) --labels-csv $(DATA)/images_labels.csv \
+	$(PY) -m training.evaluate --model-dir $(MODEL_DIR) $(EVALUATE_DATA) \
 		--reference-csv $(DATA)/reference/reproduce_chexnet_preds_for_images.csv \
 		--reference-aucs $(DATA)/reference/reproduce_chexnet_aucs.csv $(EVALUATE_ARGS)
 
