@@ -67,9 +67,3 @@ def smoke_copy(smoke_model: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "model"
     shutil.copytree(smoke_model, copy, ignore=shutil.ignore_patterns("checkpoints"))
     return copy
-
-
-@pytest.fixture
-def run_training() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`python -m training ARGS` from the repo; fails the test with stderr's tail when it fails."""
-    return lambda *args: run_module("training", *args)

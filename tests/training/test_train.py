@@ -215,8 +215,10 @@ def combined_folders(nih_data: Path, root: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.slow
 def test_an_interrupted_run_on_combined_folders_resumes_where_it_stopped(
-    nih_data: Path, tmp_path: Path, run_training: Callable[..., object]
+    nih_data: Path, tmp_path: Path
 ) -> None:
+    # In this process (TensorFlow is loaded already): two more interpreters would cost a minute.
+    from training.__main__ import main as run_training
     from training.checkpoint import CheckpointError, load_state
     from training.evaluate import read_splits as read_model_splits
     from training.splits import SPLITS
@@ -227,13 +229,13 @@ def test_an_interrupted_run_on_combined_folders_resumes_where_it_stopped(
         "--dataset", str(first), "--dataset", str(second), "--train-only-dataset", str(thumbs),
         "--out", str(out), "--input-size", "32", "--batch-size", "8", "--epochs", "2", "--max-steps", "2",
     ]  # fmt: skip
-    run_training(*args, "--stop-after", "1")  # a job slot that ends after the first epoch
+    assert run_training([*args, "--stop-after", "1"]) == 0  # a job slot that ends after the first epoch
     stopped = load_state(out / "checkpoints")
     assert stopped.epochs_done == 1 and not (out / "model.keras").exists()
     assert int(stopped.optimizer_variables[0]) == 2  # Adam's iteration counter: 2 steps
     assert stopped.average  # the weight average travels with the checkpoint
 
-    run_training(*args, "--resume")
+    assert run_training([*args, "--resume"]) == 0
     finished = load_state(out / "checkpoints")
     assert finished.epochs_done == 2
     assert int(finished.optimizer_variables[0]) == 4  # continued from 2, not restarted at 0
