@@ -1,5 +1,6 @@
 """The Makefile's training targets: DATASETS combines folders, `make train` keeps the shipped recipe."""
 
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -13,9 +14,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def make_dry_run(target: str, *variables: str) -> list[str]:
     """The arguments of the `python -m training` command that `make -n TARGET` would run."""
+    # Under `make test` this is a sub-make: without the parent's flags and level, and without the
+    # "Entering directory" lines a sub-make prints.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     result = subprocess.run(
-        ["make", "-n", "-o", "install", target, *variables],
+        ["make", "--no-print-directory", "-n", "-o", "install", target, *variables],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
