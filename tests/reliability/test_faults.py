@@ -10,6 +10,7 @@
 """
 
 import json
+import os
 import shutil
 import signal
 import time
@@ -75,6 +76,11 @@ def phase_figures(outcomes: list[Outcome]) -> dict[str, object]:
     }
 
 
+@pytest.mark.skipif(
+    os.environ.get("CHAOS_FULL") != "1",
+    reason="make chaos only: in make test, test_launcher.py kills the sidecar under load and waits for "
+    "Grad-CAM to come back through the launcher",
+)
 def test_sidecar_killed_under_load_then_restarted(
     model_dir: Path, onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
