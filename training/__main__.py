@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL_DIR",
         help="needed by --refit: the model folder of the recipe's validation run, whose thresholds it adopts",
     )
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL_DIR",
+        help="start from this model folder's weights (any input size); its training patients only train",
+    )
     parser.add_argument("--max-steps", type=int, help="steps per epoch (smoke runs)")
     parser.add_argument("--max-images", type=int, help="use only the first N images (smoke runs)")
     parser.add_argument("--name", default=TrainConfig.name)
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_dir=args.checkpoint_dir,
             refit=args.refit,
             thresholds_from=args.thresholds_from,
+            init_from=args.init_from,
             resume=args.resume,
             stop_after=args.stop_after,
         )

@@ -20,7 +20,7 @@ import numpy as np
 
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, load_model_card, save_model_card, verify_weights
-from training.data import Record, data_sources, labels_matrix, read_datasets, read_teacher
+from training.data import Record, data_sources, labels_matrix, read_datasets, read_teachers
 from training.evaluation import inherited_thresholds, split_metrics, thresholds_for
 from training.import_weights import UNEVALUATED_THRESHOLD_RULE
 from training.loss import class_weights
@@ -48,7 +48,7 @@ class EvaluateConfig:
     images_dir: str | None = None
     datasets: tuple[str, ...] = ()  # dataset folders, as the training run combined them
     train_only_datasets: tuple[str, ...] = ()
-    reference_csv: str | None = None
+    reference_csvs: tuple[str, ...] = ()  # one per dataset folder, say
     reference_aucs: str | None = None
     out_dir: str | None = None  # default: the model folder
     bootstrap: int = 1000
@@ -187,8 +187,8 @@ def evaluate(config: EvaluateConfig) -> Report:
     }
     focus = scored[config.split]
     comparison, reference_curves = None, None
-    if config.reference_csv:
-        reference = read_teacher(config.reference_csv)
+    if config.reference_csvs:
+        reference = read_teachers(config.reference_csvs)
         published = read_published_aurocs(config.reference_aucs) if config.reference_aucs else {}
         comparison = compare_with_reference(
             focus.name,
@@ -259,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a train-only folder of the run (its films must not be in validation or test)",
     )
     parser.add_argument("--images-dir", help="image folder (default: beside the CSV, incl. images_*/images/)")
-    parser.add_argument("--reference-csv", help="reference probabilities (Image Index, prob_<label>)")
+    parser.add_argument(
+        "--reference-csv",
+        action="append",
+        default=[],
+        help="reference probabilities (Image Index, prob_<label>); repeat for several tables",
+    )
     parser.add_argument("--reference-aucs", help="the reference's published AUROC per label (label,auc)")
     parser.add_argument(
         "--out", help="folder for report.md, report.json and figures (default: the model folder)"
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             images_dir=args.images_dir,
             datasets=tuple(args.dataset),
             train_only_datasets=tuple(args.train_only_dataset),
-            reference_csv=args.reference_csv,
+            reference_csvs=tuple(args.reference_csv),
             reference_aucs=args.reference_aucs,
             out_dir=args.out,
             bootstrap=args.bootstrap,

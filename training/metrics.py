@@ -79,6 +79,31 @@ def bootstrap_auroc(
     return per_label, mean_bounds
 
 
+def paired_bootstrap_difference(
+    y_true: np.ndarray, scores: np.ndarray, baseline: np.ndarray, rounds: int = 1000, seed: int = 0
+) -> tuple[float, np.ndarray, float]:
+    """Mean AUROC of `scores` minus that of `baseline` on the same images: (difference, its 95%
+    percentile interval, share of resamples where it is <= 0). Both models see the same resamples."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+
+    def difference(chosen: np.ndarray) -> float | None:
+        ours, theirs = (
+            per_label_auroc(y_true[chosen], scores[chosen]),
+            per_label_auroc(y_true[chosen], baseline[chosen]),
+        )
+        pairs = [(a, b) for a, b in zip(ours, theirs, strict=True) if a is not None and b is not None]
+        return float(np.mean([a - b for a, b in pairs])) if pairs else None
+
+    observed = difference(np.arange(n))
+    if observed is None:
+        raise ValueError("no label has both classes among these images")
+    samples = np.array(
+        [d for _ in range(rounds) if (d := difference(rng.integers(0, n, size=n))) is not None]
+    )
+    return observed, np.percentile(samples, [2.5, 97.5]), float(np.mean(samples <= 0))
+
+
 def youden_threshold(y_true: np.ndarray, scores: np.ndarray, min_specificity: float = 0.0) -> float:
     """Threshold maximising sensitivity + specificity - 1 (Youden's J) among those whose specificity
     is at least `min_specificity`; 0.5 when a class is absent.

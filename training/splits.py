@@ -80,6 +80,13 @@ def add_train_only(
     return joined, left_out
 
 
+def keep_in_train(splits: Mapping[str, Sequence[Record]], kept: Sequence[Record]) -> dict[str, list[Record]]:
+    """Records that may only train (the patients a starting model learned from) join training."""
+    joined = {name: list(records) for name, records in splits.items()}
+    joined["train"] += list(kept)
+    return joined
+
+
 def fold_validation_into_train(splits: Mapping[str, Sequence[Record]]) -> dict[str, list[Record]]:
     """A refit's splits: the validation patients train too; the test patients stay held out."""
     return {

@@ -15,7 +15,14 @@ import keras
 import numpy as np
 
 from cxr.labels import LABELS
-from cxr.model_card import ModelCard, TrainingData, save_model_card, sha256_file
+from cxr.model_card import (
+    ModelCard,
+    TrainingData,
+    load_model_card,
+    save_model_card,
+    sha256_file,
+    verify_weights,
+)
 from training.callbacks import ValidationMonitor, WeightAveraging
 from training.checkpoint import RunState, assign_all, check_same_run, fingerprint, load_state, save_state
 from training.data import DatasetSource, Record, data_sources, labels_matrix, read_datasets, read_teachers
@@ -28,6 +35,7 @@ from training.splits import (
     add_train_only,
     check_no_leakage,
     fold_validation_into_train,
+    keep_in_train,
     split_by_patient,
 )
 
@@ -44,6 +52,7 @@ NOT_RECIPE = (
     "stop_after",
     "checkpoint_dir",
     "thresholds_from",
+    "init_from",
     "name",
     "version",
     "split",
@@ -86,6 +95,9 @@ class TrainConfig:
     refit: bool = False
     # A refit's thresholds: those of this model folder, the recipe's validation run.
     thresholds_from: str | None = None
+    # Start from this model folder's weights (at this run's input size, e.g. 128 px -> 224 px); the
+    # patients it learned from only ever train here, so validation and test stay unseen by both.
+    init_from: str | None = None
     resume: bool = False  # continue from the checkpoint of the last finished epoch
     stop_after: int | None = None  # stop (checkpointed) after this epoch, e.g. a time-limited job
 
@@ -131,11 +143,24 @@ def sources_of(config: TrainConfig) -> list[DatasetSource]:
     return data_sources(config.labels_csv, config.images_dir, config.datasets, config.train_only_datasets)
 
 
+def ancestor_patients(model_dir: str | Path) -> set[str]:
+    """The patients a model folder trained or chose its epoch on (its splits.csv, all but test)."""
+    path = Path(model_dir) / "splits.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: --init-from needs the starting model's split")
+    with open(path, newline="") as handle:
+        return {row["PatientId"] for row in csv.DictReader(handle) if row["split"] != "test"}
+
+
 def make_splits(records: list[Record], config: TrainConfig) -> dict[str, list[Record]]:
     """The official test list when present, otherwise a seeded patient-level split; train-only
-    records (thumbnails) then join training unless their patient is held out."""
+    records (thumbnails) then join training unless their patient is held out. With --init-from,
+    the patients the starting model learned from join training before the split."""
     train_only = [record for record in records if record.train_only]
     records = [record for record in records if not record.train_only]
+    learned = ancestor_patients(config.init_from) if config.init_from else set()
+    inherited = [record for record in records if record.patient_id in learned]
+    records = [record for record in records if record.patient_id not in learned]
     if any(record.official_split for record in records):
         test = [record for record in records if record.official_split == "test"]
         rest = [record for record in records if record.official_split != "test"]
@@ -144,6 +169,7 @@ def make_splits(records: list[Record], config: TrainConfig) -> dict[str, list[Re
         splits = {"train": inner["train"], "validation": inner["validation"], "test": test}
     else:
         splits = split_by_patient(records, config.split, config.seed)
+    splits = keep_in_train(splits, inherited)
     splits, left_out = add_train_only(splits, train_only)
     if left_out:
         log.info("%d train-only images left out: their patients are held out", len(left_out))
@@ -215,6 +241,8 @@ def train(config: TrainConfig) -> ModelCard | None:
     scope = make_strategy(config.strategy)
     with scope():
         model = build_model(config.input_size, config.weights)
+        if config.init_from:
+            model.set_weights(starting_weights(config.init_from))
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=config.learning_rate / 10,
             decay_steps=max(1, steps_per_epoch * (config.epochs - config.warmup_epochs)),
@@ -319,6 +347,12 @@ def train(config: TrainConfig) -> ModelCard | None:
     return card
 
 
+def starting_weights(model_dir: str | Path) -> list[np.ndarray]:
+    """A model folder's weights (sha256 checked); DenseNet's do not depend on the input size."""
+    card = load_model_card(model_dir)
+    return keras.models.load_model(verify_weights(card, model_dir), compile=False).get_weights()
+
+
 def capture(
     epochs_done: int,
     model: keras.Model,
@@ -416,6 +450,9 @@ def _recipe(
     recipe: dict[str, str | int | float | bool | None] = {
         key: value for key, value in asdict(config).items() if key not in NOT_RECIPE
     }
+    if config.init_from:
+        start = load_model_card(config.init_from)
+        recipe["initial_weights"] = f"{start.name} {start.version} (sha256 {start.sha256[:12]})"
     if monitor:
         recipe["best_epoch"] = monitor.best_epoch + 1
         recipe["best_validation_mean_auroc"] = round(monitor.best, 4)

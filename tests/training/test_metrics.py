@@ -8,6 +8,7 @@ from training.metrics import (
     bootstrap_auroc,
     confusion,
     mean_auroc,
+    paired_bootstrap_difference,
     per_label_auroc,
     roc_curve,
     youden_threshold,
@@ -136,3 +137,21 @@ def test_per_label_auroc_is_the_auroc_of_each_column() -> None:
     expected = [auroc(y_true[:, j], scores[:, j]) for j in range(4)]
     assert per_label_auroc(y_true, scores) == pytest.approx(expected)
     assert expected[2] is None
+
+
+def test_the_paired_bootstrap_sees_a_better_model_and_no_difference_against_itself() -> None:
+    rng = np.random.default_rng(3)
+    y_true = (rng.random((120, 14)) < 0.3).astype(np.float32)
+    good = np.clip(0.5 * y_true + 0.5 * rng.random((120, 14)), 0, 1)
+    poor = rng.random((120, 14))
+    difference, interval, not_better = paired_bootstrap_difference(y_true, good, poor, rounds=200)
+    assert difference == pytest.approx(mean_auroc(y_true, good) - mean_auroc(y_true, poor))
+    assert 0 < interval[0] < difference < interval[1] and not_better == 0.0
+    reverse, reverse_interval, reverse_not_better = paired_bootstrap_difference(
+        y_true, poor, good, rounds=200
+    )
+    assert reverse == pytest.approx(-difference) and reverse_interval[1] < 0 and reverse_not_better == 1.0
+    same, same_interval, _ = paired_bootstrap_difference(y_true, good, good, rounds=50)
+    assert same == 0.0 and tuple(same_interval) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="both classes"):
+        paired_bootstrap_difference(np.zeros((5, 14)), good[:5], poor[:5])

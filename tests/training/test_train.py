@@ -48,6 +48,28 @@ def test_without_official_lists_the_split_is_by_patient() -> None:
     assert "patient-level" in tf_train._split_rule(config, records)
 
 
+def test_patients_a_starting_model_learned_from_only_train(tmp_path: Path) -> None:
+    records = [record(f"{i}.png", f"P{i // 2}", None, LABELS[i % 5]) for i in range(80)]
+    ancestor = tmp_path / "ancestor"
+    ancestor.mkdir()
+    rows = [
+        f"{i}.png,P{i // 2},{'test' if i >= 60 else 'train' if i % 4 else 'validation'}" for i in range(80)
+    ]
+    (ancestor / "splits.csv").write_text("Image,PatientId,split\n" + "\n".join(rows) + "\n")
+    config = tf_train.TrainConfig(labels_csv="x.csv", out_dir="out", init_from=str(ancestor))
+    splits = tf_train.make_splits(records, config)
+
+    learned = {f"P{i // 2}" for i in range(60)}  # its train and validation patients
+    assert learned <= {r.patient_id for r in splits["train"]}
+    held_out = splits["validation"] + splits["test"]
+    assert held_out and all(r.patient_id not in learned for r in held_out)
+    assert sum(len(part) for part in splits.values()) == 80
+    with pytest.raises(FileNotFoundError, match=r"splits\.csv"):
+        tf_train.make_splits(
+            records, tf_train.TrainConfig(labels_csv="x.csv", out_dir="o", init_from="nowhere")
+        )
+
+
 def test_teacher_probabilities_blend_into_the_targets(tmp_path: Path) -> None:
     teacher = tmp_path / "teacher.csv"
     header = "Image Index," + ",".join(f"prob_{label}" for label in LABELS)
@@ -135,6 +157,45 @@ def test_a_refit_trains_on_train_and_validation_and_keeps_the_test_split(
     assert card.metrics == []  # no held-out validation to report
     with open(tmp_path / "training_log.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]  # every epoch, no early stop
+
+
+@pytest.mark.slow
+def test_a_run_can_start_from_a_model_at_another_input_size(
+    smoke_model: Path, train_smoke: Callable[..., Path], nih_data: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    from cxr.model_card import load_model_card
+
+    # Learning rate 0: the convolutions keep the starting model's values, so they show it was loaded.
+    train_smoke(
+        tmp_path,
+        "--init-from",
+        str(smoke_model),
+        "--input-size",
+        "64",
+        "--learning-rate",
+        "0",
+        "--max-images",
+        "80",
+    )
+    start = load_model_card(smoke_model)
+    card = load_model_card(tmp_path)
+    assert card.input_size == 64 and start.input_size == 32
+    assert (
+        card.training.recipe["initial_weights"]
+        == f"{start.name} {start.version} (sha256 {start.sha256[:12]})"
+    )
+    started, trained = (
+        keras.models.load_model(folder / "model.keras", compile=False) for folder in (smoke_model, tmp_path)
+    )
+    np.testing.assert_array_equal(
+        trained.get_layer("conv1_conv").get_weights()[0], started.get_layer("conv1_conv").get_weights()[0]
+    )
+    labels_csv = nih_data / "images_labels.csv"
+    learned = split_images(smoke_model, labels_csv)
+    now = split_images(tmp_path, labels_csv)
+    assert learned["train"] | learned["validation"] <= now["train"]
 
 
 def test_a_refit_needs_the_thresholds_of_its_validation_run(
