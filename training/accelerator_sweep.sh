@@ -9,7 +9,7 @@ set -u
 DATA=${1:?dataset folders}
 OUT=${2:?output folder}
 PY=${PY:-python3}
-EPOCHS=${EPOCHS:-30}
+EPOCHS=${EPOCHS:-25}
 DEADLINE=${DEADLINE:-500}  # seconds per run: the accelerator is lent for minutes
 EXTRA=${EXTRA:-}           # e.g. "--max-steps 1" for a dry run
 export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1

@@ -2,7 +2,7 @@
 
 For training on a machine that cannot hold the full-resolution films (an accelerator reached over a
 small upload): each film goes through the shared preprocessing's resize (cxr.preprocessing.load_grey)
-and is written as an 8-bit PNG of the same name, so training there reads what the service computes
+and is written as an 8-bit PNG under the same name, so training there reads what the service computes
 from the original, to within 8-bit rounding (1/510 at most). Labels, metadata and reference/ are
 copied as they are. Films already at or below the size are copied unchanged: the trainer resizes them
 itself, as it would the originals.
@@ -42,7 +42,8 @@ def copy_dataset(source: Path, target: Path, size: int) -> tuple[int, int]:
             shutil.copy2(film, target / "images" / film.name)
             unchanged += 1
         else:
-            Image.fromarray(resized_film(film, size)).save(target / "images" / f"{film.stem}.png")
+            # PNG under the same name (the label table names it); decoding goes by content, not suffix.
+            Image.fromarray(resized_film(film, size)).save(target / "images" / film.name, format="PNG")
             resized += 1
     return resized, unchanged
 
