@@ -441,6 +441,8 @@ def _split_rule(config: TrainConfig, records: list[Record]) -> str:
     else:
         shares = "/".join(f"{round(100 * f)}" for f in config.split)
         rule = f"patient-level, label-stratified, seed {config.seed}: {shares} train/validation/test"
+    if config.init_from:
+        rule += "; the patients the starting model learned from only train"
     return rule + ("; refit: validation folded into train" if config.refit else "")
 
 

@@ -186,6 +186,7 @@ def test_a_run_can_start_from_a_model_at_another_input_size(
         card.training.recipe["initial_weights"]
         == f"{start.name} {start.version} (sha256 {start.sha256[:12]})"
     )
+    assert card.training.split_rule.endswith("the patients the starting model learned from only train")
     started, trained = (
         keras.models.load_model(folder / "model.keras", compile=False) for folder in (smoke_model, tmp_path)
     )
