@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels-csv", type=Path, help="labels of the splits.csv images (needed by --quantize)"
     )
     parser.add_argument("--images-dir", type=Path, help="image folder (default: beside --labels-csv)")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a dataset folder the model trained on (instead of, or besides, --labels-csv); repeatable",
+    )
     parser.add_argument("--quant-format", choices=sorted(QUANT_FORMATS), default=DEFAULT_QUANT_FORMAT)
     parser.add_argument(
         "--calibration-images",
@@ -72,10 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExportOptions:
     quantize = None
     if args.quantize:
-        if args.labels_csv is None:
-            parser.error("--quantize int8 needs --labels-csv (AUROC of fp32 vs int8 on the test split)")
+        if args.labels_csv is None and not args.dataset:
+            parser.error(
+                "--quantize int8 needs --labels-csv or --dataset (AUROC of fp32 vs int8 on the test split)"
+            )
         quantize = QuantizeOptions(
-            args.labels_csv, args.images_dir, args.quant_format, args.calibration_images
+            args.labels_csv,
+            args.images_dir,
+            tuple(args.dataset),
+            args.quant_format,
+            args.calibration_images,
         )
     return ExportOptions(
         opset=args.opset,

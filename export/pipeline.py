@@ -47,8 +47,9 @@ SPLITS_FILE = "splits.csv"
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    labels_csv: Path
+    labels_csv: Path | None  # and/or the dataset folders the model trained on
     images_dir: Path | None = None
+    datasets: tuple[Path, ...] = ()
     quant_format: str = DEFAULT_QUANT_FORMAT
     max_calibration_images: int = DEFAULT_CALIBRATION_IMAGES
 
@@ -122,9 +123,13 @@ def publish(
 
 def _quantize(staged: "_Staging", card: ModelCard, model_dir: Path, options: QuantizeOptions) -> Quantization:
     splits = model_dir / SPLITS_FILE
-    calibration = split_records(splits, options.labels_csv, options.images_dir, CALIBRATION_SPLIT)
+    calibration = split_records(
+        splits, options.labels_csv, options.images_dir, CALIBRATION_SPLIT, options.datasets
+    )
     calibration = calibration[: options.max_calibration_images]
-    evaluation = split_records(splits, options.labels_csv, options.images_dir, EVALUATION_SPLIT)
+    evaluation = split_records(
+        splits, options.labels_csv, options.images_dir, EVALUATION_SPLIT, options.datasets
+    )
     quantize_int8(
         staged.path(ONNX_FILE),
         staged.path(INT8_ONNX_FILE),

@@ -28,7 +28,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from cxr.model_card import ModelCard
 from cxr.onnx_manifest import FEATURE_MAP_OUTPUT, INPUT_NAME, PROBABILITIES_OUTPUT
 from cxr.preprocessing import preprocess_bytes
-from training.data import Record, labels_matrix, read_label_table
+from training.data import Record, data_sources, labels_matrix, read_datasets
 from training.metrics import mean_auroc
 
 logger = logging.getLogger(__name__)
@@ -59,17 +59,24 @@ class Comparison:
 
 
 def split_records(
-    splits_csv: str | Path, labels_csv: str | Path, images_dir: str | Path | None, split: str
+    splits_csv: str | Path,
+    labels_csv: str | Path | None,
+    images_dir: str | Path | None,
+    split: str,
+    datasets: Sequence[str | Path] = (),
 ) -> list[Record]:
-    """Labelled records of one split of the model's splits.csv (Image, PatientId, split)."""
+    """Labelled records of one split of the model's splits.csv (Image, PatientId, split), from a
+    label table and/or the dataset folders the model trained on."""
     with open(splits_csv, newline="") as handle:
         members = {row["Image"] for row in csv.DictReader(handle) if row["split"] == split}
     if not members:
         raise QuantizationError(f"{splits_csv} has no images in split {split!r}")
-    records = [record for record in read_label_table(labels_csv, images_dir) if record.image in members]
+    sources = data_sources(labels_csv, images_dir, datasets)
+    records = [record for record in read_datasets(sources) if record.image in members]
     missing = len(members) - len(records)
     if missing:
-        raise QuantizationError(f"{missing} {split} images of {splits_csv} are not in {labels_csv}")
+        named = ", ".join(str(source.labels_csv) for source in sources)
+        raise QuantizationError(f"{missing} {split} images of {splits_csv} are not in {named}")
     return records
 
 

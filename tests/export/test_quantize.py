@@ -48,6 +48,20 @@ def test_split_records_keeps_one_split_with_labels(labels_csv: Path, tmp_path: P
     assert records[0].labels.shape == (14,)
 
 
+def test_split_records_reads_the_dataset_folders_a_model_trained_on(labels_csv: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "dataset"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images_labels.csv").write_bytes(labels_csv.read_bytes())
+    for film in labels_csv.parent.glob("*.png"):
+        (folder / "images" / film.name).symlink_to(film)
+    splits = write_splits(tmp_path / "splits.csv", {"00000001_000.png": "train", "00000404_000.png": "test"})
+
+    records = split_records(splits, None, None, "test", datasets=[folder])
+
+    assert [record.image for record in records] == ["00000404_000.png"]
+    assert records[0].path == folder / "images" / "00000404_000.png"
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
