@@ -17,7 +17,9 @@ from training.evaluation import (
 )
 from training.operating_point import any_finding, youden_j
 
-VALIDATION_RUN = Path(__file__).resolve().parents[2] / "models" / "chexnet-densenet121" / "validation-run"
+VALIDATION_RUN = (
+    Path(__file__).resolve().parents[2] / "models" / "chexnet-densenet121" / "phase1-validation-run"
+)
 
 
 def toy_split(seed: int = 0, n: int = 80) -> tuple[np.ndarray, np.ndarray]:
