@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-DATA ?= ../shared/data/nih
+SHARED ?= ../shared/data
+DATA ?= $(SHARED)/nih
 MODEL_DIR ?= models/chexnet-densenet121
 BUILD_DIR ?= build
 API_PORT ?= 8000
@@ -40,8 +41,7 @@ export: $(BUILD_DIR)/model.onnx
 
 # Also model.int8.onnx: calibrated on the model's training split, AUROC and speed vs fp32 on its test split.
 export-int8: $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json | install
-	$(PY) -m export --model-dir $(MODEL_DIR) --out $(BUILD_DIR) --quantize int8 \
-		--labels-csv $(DATA)/images_labels.csv --images-dir $(DATA)/images
+	$(PY) -m export --model-dir $(MODEL_DIR) --out $(BUILD_DIR) --quantize int8 $(MODEL_DATA)
 
 run: install $(BUILD_DIR)/model.onnx
 	MODEL_DIR=$(MODEL_DIR) ONNX_DIR=$(BUILD_DIR) $(PY) -m service.run
@@ -55,33 +55,51 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy cxr training export service bench loadtest
 
+# Model 1.2.1's data and recipe (128 px, 90 epochs on nih/), phase 1 of `make train`.
 TRAIN_DATA = --labels-csv $(DATA)/images_labels.csv \
 	--teacher-csv $(DATA)/reference/reproduce_chexnet_preds_for_images.csv
-# Combined folders for train-validation and evaluate, e.g. DATASETS="../shared/data/nih
-# ../shared/data/nih-extra" TRAIN_ONLY_DATASETS=../shared/data/nih-thumbs (each folder's reference/
-# teacher probabilities come along). Empty: the shipped model's data, TRAIN_DATA.
+# The shipped model's folders (each folder's reference/ teacher probabilities come along).
+MODEL_DATASETS ?= $(SHARED)/nih $(SHARED)/nih-extra
+# Combined folders for train-validation and evaluate, e.g. DATASETS="$(MODEL_DATASETS)"
+# TRAIN_ONLY_DATASETS=../shared/data/nih-thumbs. Empty: phase 1's data (train-validation) or the
+# shipped model's (evaluate).
 DATASETS ?=
 TRAIN_ONLY_DATASETS ?=
 FOLDER_DATA = $(foreach folder,$(DATASETS),--dataset $(folder)) \
 	$(foreach folder,$(TRAIN_ONLY_DATASETS),--train-only-dataset $(folder))
+MODEL_DATA = $(foreach folder,$(MODEL_DATASETS),--dataset $(folder))
 RUN_DATA = $(if $(strip $(DATASETS)),$(FOLDER_DATA),$(TRAIN_DATA))
-EVALUATE_DATA = $(if $(strip $(DATASETS)),$(FOLDER_DATA),--labels-csv $(DATA)/images_labels.csv)
+EVALUATE_DATA = $(if $(strip $(DATASETS)),$(FOLDER_DATA),$(MODEL_DATA))
+REFERENCE_CSVS = $(foreach folder,$(if $(strip $(DATASETS)),$(DATASETS),$(MODEL_DATASETS)),\
+	$(wildcard $(folder)/reference/reproduce_chexnet_preds_for_images.csv))
 VALIDATION_RUN ?= runs/validation
-THRESHOLDS_FROM ?= $(MODEL_DIR)/validation-run
+PHASE1 ?= runs/phase1
+THRESHOLDS_FROM ?= $(MODEL_DIR)/phase1-validation-run
+# Phase 2, model 2.0.0's recipe: from phase 1's weights at 224 px (a 7x7 heatmap grid), on nih/ +
+# nih-extra/; phase 1's patients only train, validation and test are 30% each of the others.
+PHASE2_RECIPE = --input-size 224 --epochs 12 --learning-rate 3e-4 --warmup-epochs 1 \
+	--teacher-weight 0.9 --split 0.4,0.3,0.3 --version 2.0.0
 
-# The shipped model: the recipe refit on train + validation, with the operating thresholds its
-# validation run chose (the card of that run is committed beside the model). About 75 min on 2 CPU cores.
-train: install
-	$(PY) -m training $(TRAIN_DATA) --out $(MODEL_DIR) --refit --thresholds-from $(THRESHOLDS_FROM) $(TRAIN_ARGS)
+# The shipped model in two phases (2 CPU cores: phase 1 about 75 min, phase 2 about 75 min). A
+# finished phase 1 is kept; TRAIN_ARGS=--resume continues an interrupted phase 2, PHASE1_ARGS=--resume
+# an interrupted phase 1.
+train: $(PHASE1)/model_card.json
+	$(PY) -m training $(MODEL_DATA) --init-from $(PHASE1) --out $(MODEL_DIR) $(PHASE2_RECIPE) $(TRAIN_ARGS)
 
-# The recipe's validation run: early stopping and thresholds on the validation split. About 70 min.
-# TRAIN_ARGS=--resume continues an interrupted run from its last epoch checkpoint.
+# Phase 1: model 1.2.1's recipe refit on nih/'s train + validation patients, with the thresholds of
+# its validation run (whose card, log and split are committed beside the model).
+$(PHASE1)/model_card.json: | install
+	$(PY) -m training $(TRAIN_DATA) --out $(PHASE1) --refit --thresholds-from $(THRESHOLDS_FROM) \
+		--version 1.2.1 $(PHASE1_ARGS)
+
+# A validation run: early stopping and thresholds on the validation split (phase 1's recipe: about
+# 70 min). TRAIN_ARGS=--resume continues an interrupted run from its last epoch checkpoint.
 train-validation: install
 	$(PY) -m training $(RUN_DATA) --out $(VALIDATION_RUN) $(TRAIN_ARGS)
 
 evaluate: install
 	$(PY) -m training.evaluate --model-dir $(MODEL_DIR) $(EVALUATE_DATA) \
-		--reference-csv $(DATA)/reference/reproduce_chexnet_preds_for_images.csv \
+		$(foreach table,$(REFERENCE_CSVS),--reference-csv $(table)) \
 		--reference-aucs $(DATA)/reference/reproduce_chexnet_aucs.csv $(EVALUATE_ARGS)
 
 clean:
