@@ -80,7 +80,7 @@ THRESHOLDS_FROM ?= $(MODEL_DIR)/phase1-validation-run
 PHASE2_RECIPE = --input-size 224 --epochs 12 --learning-rate 3e-4 --warmup-epochs 1 \
 	--teacher-weight 0.9 --split 0.4,0.3,0.3 --version 2.0.0
 
-# The shipped model in two phases (2 CPU cores: phase 1 about 75 min, phase 2 about 75 min). A
+# The shipped model in two phases (2 CPU cores: phase 1 about 85 min, phase 2 about 60 min). A
 # finished phase 1 is kept; TRAIN_ARGS=--resume continues an interrupted phase 2, PHASE1_ARGS=--resume
 # an interrupted phase 1.
 train: $(PHASE1)/model_card.json
