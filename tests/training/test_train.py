@@ -167,7 +167,8 @@ def test_a_run_can_start_from_a_model_at_another_input_size(
 
     from cxr.model_card import load_model_card
 
-    # Learning rate 0: the convolutions keep the starting model's values, so they show it was loaded.
+    # Learning rate 0: the convolutions keep the starting model's values (to the float rounding of the
+    # weight average that is shipped), where this run's own initialisation (another seed) would not.
     train_smoke(
         tmp_path,
         "--init-from",
@@ -178,6 +179,8 @@ def test_a_run_can_start_from_a_model_at_another_input_size(
         "0",
         "--max-images",
         "80",
+        "--train-seed",
+        "8",
     )
     start = load_model_card(smoke_model)
     card = load_model_card(tmp_path)
@@ -190,8 +193,11 @@ def test_a_run_can_start_from_a_model_at_another_input_size(
     started, trained = (
         keras.models.load_model(folder / "model.keras", compile=False) for folder in (smoke_model, tmp_path)
     )
-    np.testing.assert_array_equal(
-        trained.get_layer("conv1_conv").get_weights()[0], started.get_layer("conv1_conv").get_weights()[0]
+    np.testing.assert_allclose(
+        trained.get_layer("conv1_conv").get_weights()[0],
+        started.get_layer("conv1_conv").get_weights()[0],
+        rtol=0,
+        atol=1e-7,
     )
     labels_csv = nih_data / "images_labels.csv"
     learned = split_images(smoke_model, labels_csv)
