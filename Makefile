@@ -83,7 +83,7 @@ PHASE2_RECIPE = --input-size 224 --epochs 12 --learning-rate 3e-4 --warmup-epoch
 # The shipped model in two phases (2 CPU cores: phase 1 about 85 min, phase 2 about 60 min). A
 # finished phase 1 is kept; TRAIN_ARGS=--resume continues an interrupted phase 2, PHASE1_ARGS=--resume
 # an interrupted phase 1.
-train: $(PHASE1)/model_card.json
+train: $(PHASE1)/model_card.json | install
 	$(PY) -m training $(MODEL_DATA) --init-from $(PHASE1) --out $(MODEL_DIR) $(PHASE2_RECIPE) $(TRAIN_ARGS)
 
 # Phase 1: model 1.2.1's recipe refit on nih/'s train + validation patients, with the thresholds of
