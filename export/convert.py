@@ -11,6 +11,7 @@ import tf2onnx
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard, verify_weights
 from cxr.onnx_manifest import FEATURE_MAP_OUTPUT, INPUT_NAME, PROBABILITIES_OUTPUT
+from export.batchnorm import restore_batch_normalization
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +60,15 @@ def build_export_model(model: keras.Model, last_conv_layer: str) -> keras.Model:
 def convert_to_onnx(
     export_model: keras.Model, input_size: int, opset: int = DEFAULT_OPSET
 ) -> onnx.ModelProto:
-    """tf2onnx conversion with a dynamic batch axis; outputs renamed and checked."""
+    """tf2onnx conversion with a dynamic batch axis; outputs renamed, batch normalisations restored
+    (export/batchnorm.py), checked."""
     # Keras 3 models only convert with an explicit signature: tf2onnx cannot derive one itself.
     signature = [tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME)]
     logger.info("converting %s (%d px) with tf2onnx at opset %d", export_model.name, input_size, opset)
     proto, _ = tf2onnx.convert.from_keras(export_model, input_signature=signature, opset=opset)
     rename_outputs(proto, OUTPUT_NAMES)
     name_batch_axis(proto, BATCH_AXIS)
+    logger.info("%d scale-and-shift pairs written as BatchNormalization", restore_batch_normalization(proto))
     onnx.checker.check_model(proto)
     check_interface(proto, input_size, feature_map_shape(export_model))
     return proto
