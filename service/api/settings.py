@@ -90,7 +90,9 @@ class Settings(BaseSettings):
         "(a second session, no spinning); 0: always ORT_INTRA_OP_THREADS.",
     )
     ort_allow_spinning: bool = Field(
-        default=True,
+        # Off: after a run the spinning threads take the core the next request decodes on (README:
+        # Performance, measured), and a CPU quota pays for every spin.
+        default=False,
         description="onnxruntime's pool threads busy-wait between parallel sections (README: Performance).",
     )
     model_precision: Literal["fp32", "int8"] = Field(

@@ -1,6 +1,7 @@
 """What one app instance holds: settings, metrics, admission, and (once loaded) the model."""
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import anyio
@@ -23,6 +24,10 @@ class ServiceState:
     load_error: str | None = None
     # Set once loading ends, either way (threading: tests and the server wait on it from any thread).
     load_finished: threading.Event = field(default_factory=threading.Event)
+    # One thread for the part of a lone request that can run beside it (the out-of-distribution guard).
+    side_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="side")
+    )
 
     @classmethod
     def create(cls, settings: Settings) -> "ServiceState":
