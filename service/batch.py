@@ -10,13 +10,15 @@
 * Unreadable files are skipped and listed in a separate errors CSV (default: OUT with the suffix
   .errors.csv), with the reason; they are retried on the next run.
 * Resumable: files already in OUT are skipped, so an interrupted run continues where it stopped
-  (CSV rows are flushed every batch, JSON is rewritten atomically every --checkpoint-seconds).
+  (CSV rows are flushed every batch, or every 16 images at batch size 1; JSON is rewritten
+  atomically every --checkpoint-seconds).
 * Sharding (service.batch_shards): `--shard INDEX/COUNT`, or JOB_COMPLETION_INDEX + SHARD_COUNT
   in the environment (a Kubernetes Indexed Job), scores only the files whose path hashes to INDEX
   and writes OUT as OUT.shard-INDEX-of-COUNT; `python -m service.batch_merge` joins the shards.
-* Throughput: files are read, decoded and preprocessed by a thread pool while onnxruntime scores
-  the previous batch (decoders and onnxruntime release the GIL); see `make bench` for the figure
-  against bare onnxruntime.
+* Throughput: one worker thread per core reads, decodes, preprocesses and scores its own files
+  with a one-thread onnxruntime run (decoders and onnxruntime release the GIL); with
+  --batch-size N > 1 the workers decode and onnxruntime scores batches of N. See `make bench` for
+  the figure against bare onnxruntime.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +51,10 @@ SCORE_COLUMNS = ("path", *LABELS, "findings", "model_sha256")
 ERROR_COLUMNS = ("path", "error", "message")
 DEFAULT_MODEL_DIR = "models/chexnet-densenet121"
 DEFAULT_ONNX_DIR = "build"
+# One image per onnxruntime run: at 224 px a batch of 16 costs more per image than a batch of 1
+# (DenseNet's concatenations outgrow the caches; README, Performance).
+DEFAULT_BATCH_SIZE = 1
+WRITE_EVERY = 16  # images per write (and CSV flush) when scoring one at a time
 
 
 class BatchInputError(RuntimeError):
@@ -281,21 +288,25 @@ def _load(scorer: OnnxScorer, item: Item) -> np.ndarray:
     return scorer.preprocess(item.path.read_bytes())
 
 
+def _load_and_predict(scorer: OnnxScorer, item: Item) -> np.ndarray:
+    return scorer.predict(_load(scorer, item)[np.newaxis])[0]
+
+
 def _prepared(
-    scorer: OnnxScorer, items: Sequence[Item], pool: ThreadPoolExecutor, window: int
+    work: Callable[[Item], np.ndarray], items: Sequence[Item], pool: ThreadPoolExecutor, window: int
 ) -> Iterator[tuple[Item, np.ndarray | BaseException]]:
-    """(item, tensor or the exception) in input order, at most `window` files in flight."""
+    """(item, work(item) or its exception) in input order, at most `window` files in flight."""
     pending: deque[tuple[Item, Future[np.ndarray]]] = deque()
     iterator = iter(items)
     for item in iterator:
-        pending.append((item, pool.submit(_load, scorer, item)))
+        pending.append((item, pool.submit(work, item)))
         if len(pending) >= window:
             break
     while pending:
         item, future = pending.popleft()
         next_item = next(iterator, None)
         if next_item is not None:
-            pending.append((next_item, pool.submit(_load, scorer, next_item)))
+            pending.append((next_item, pool.submit(work, next_item)))
         try:
             yield item, future.result()
         except Exception as error:  # one bad file must not stop a run of thousands
@@ -307,41 +318,48 @@ def score(
     items: Sequence[Item],
     writer: ScoreWriter,
     *,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     progress: bool = True,
 ) -> Summary:
+    """Score `items` into `writer`. batch_size 1: each worker thread reads, decodes and scores
+    its own files, the way one single-threaded loop per core would (the scorer then needs one
+    onnxruntime thread); larger: workers decode, and onnxruntime scores batches here."""
     from tqdm import tqdm
 
     summary = Summary(total=len(items))
     todo = [item for item in items if item.key not in writer.done]
     summary.already_done = len(items) - len(todo)
     workers = workers or max(1, os.cpu_count() or 1)
+    per_image = batch_size == 1
+    work = partial(_load_and_predict if per_image else _load, scorer)
+    chunk = WRITE_EVERY if per_image else batch_size
     started = time.perf_counter()
     keys: list[str] = []
-    tensors: list[np.ndarray] = []
+    arrays: list[np.ndarray] = []  # probabilities (per image) or inputs (batches)
     with (
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score") as pool,
         tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True) as bar,
     ):
 
         def flush() -> None:
             if keys:
-                writer.write(keys, scorer.predict(np.stack(tensors)))
+                stacked = np.stack(arrays)
+                writer.write(keys, stacked if per_image else scorer.predict(stacked))
                 summary.scored += len(keys)
                 bar.update(len(keys))
                 keys.clear()
-                tensors.clear()
+                arrays.clear()
 
-        for item, result in _prepared(scorer, todo, pool, window=max(2 * batch_size, 2 * workers)):
+        for item, result in _prepared(work, todo, pool, window=max(2 * chunk, 2 * workers)):
             if isinstance(result, BaseException):
                 summary.failed.append((item.key, type(result).__name__, str(result)))
                 bar.update(1)
                 bar.set_postfix(failed=len(summary.failed), refresh=False)
                 continue
             keys.append(item.key)
-            tensors.append(result)
-            if len(keys) >= batch_size:
+            arrays.append(result)
+            if len(keys) >= chunk:
                 flush()
         flush()
     summary.seconds = time.perf_counter() - started
@@ -382,13 +400,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"score only shard INDEX/COUNT (e.g. 0/4) into OUT.shard-INDEX-of-COUNT "
         f"(default: {SHARD_INDEX_ENV}/{SHARD_COUNT_ENV} when both are set)",
     )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=0, help="decode threads (default: one per core)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="images per onnxruntime run; 1: each worker scores its own files",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="reading and decoding threads (default: one per core)"
+    )
     parser.add_argument(
         "--threads",
         type=int,
         default=int(os.environ.get("ORT_INTRA_OP_THREADS", "0") or 0),
-        help="onnxruntime intra-op threads (default ORT_INTRA_OP_THREADS, else onnxruntime's choice)",
+        help="onnxruntime intra-op threads (default ORT_INTRA_OP_THREADS, else 1 with --batch-size 1 "
+        "and one per core with larger batches)",
     )
     parser.add_argument("--int8", action="store_true", help="use the int8 model the export quantised")
     parser.add_argument(
@@ -432,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model_dir,
             args.onnx_dir,
             int8=args.int8,
-            threads=args.threads,
+            threads=args.threads or (1 if args.batch_size == 1 else 0),
             allow_spinning=args.allow_spinning,
         )
         writer = ScoreWriter(
