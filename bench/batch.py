@@ -87,5 +87,5 @@ def batch_scoring(
         "batch_tool_images_per_s": round(summary.images_per_second, 2),
         "bare_sequential_images_per_s": round(n / bare_seconds, 2),
         "model_only_images_per_s": round(n / model_only_seconds, 2),
-        "note": "model loading excluded; model-only: the batch tool's session on decoded inputs, a run per core",
+        "note": "model loading excluded; model-only: the tool's session on decoded inputs, a run per core",
     }
