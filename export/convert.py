@@ -1,6 +1,7 @@
 """Keras model -> ONNX graph with the two named outputs the API reads (tf2onnx)."""
 
 import logging
+import re
 from pathlib import Path
 
 import keras
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 17  # the newest opset tf2onnx 1.17 maps to an IR version is 18; 17 is widely served
 OUTPUT_NAMES = (PROBABILITIES_OUTPUT, FEATURE_MAP_OUTPUT)  # order of the Keras export model's outputs
 BATCH_AXIS = "batch"
+_GENERATED_NAME = re.compile(r"(.*?)__\d+(:\d+)?")  # tf2onnx's names: Transpose__1459, const__9:0
 
 
 class ConversionError(RuntimeError):
@@ -69,9 +71,35 @@ def convert_to_onnx(
     rename_outputs(proto, OUTPUT_NAMES)
     name_batch_axis(proto, BATCH_AXIS)
     logger.info("%d scale-and-shift pairs written as BatchNormalization", restore_batch_normalization(proto))
+    renumber_generated_names(proto)
     onnx.checker.check_model(proto)
     check_interface(proto, input_size, feature_map_shape(export_model))
     return proto
+
+
+def renumber_generated_names(proto: onnx.ModelProto) -> None:
+    """Number the nodes and tensors tf2onnx created in graph order (Transpose__7, const_axes__8:0).
+
+    tf2onnx numbers them from a process-wide counter, so two exports of the same weights differed
+    in those names alone; now the same weights and package versions give the same file and sha256.
+    """
+    graph = proto.graph
+    numbers: dict[str, str] = {}
+
+    def renamed(name: str) -> str:
+        if name not in numbers:
+            generated = _GENERATED_NAME.fullmatch(name)
+            numbers[name] = f"{generated[1]}__{len(numbers)}{generated[2] or ''}" if generated else name
+        return numbers[name]
+
+    for node in graph.node:
+        node.name = renamed(node.name)
+        for names in (node.input, node.output):
+            names[:] = [renamed(name) for name in names]
+    for tensor in graph.initializer:
+        tensor.name = renamed(tensor.name)
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        info.name = renamed(info.name)
 
 
 def feature_map_shape(export_model: keras.Model) -> tuple[int, int, int]:

@@ -14,11 +14,13 @@ from cxr.onnx_manifest import FEATURE_MAP_OUTPUT, INPUT_NAME, ONNX_FILE, PROBABI
 from export.convert import (
     BATCH_AXIS,
     ConversionError,
+    _rename_tensor,
     build_export_model,
     check_interface,
     load_keras_model,
     name_batch_axis,
     rename_outputs,
+    renumber_generated_names,
 )
 
 INPUT_SIZE = 64  # of the tiny model in conftest.py: a (2, 2, 1024) feature map
@@ -100,3 +102,16 @@ def test_load_refuses_a_card_with_another_input_size(model_copy: Path) -> None:
 
     with pytest.raises(ConversionError, match="model card says"):
         load_keras_model(load_model_card(model_copy), model_copy)
+
+
+def test_names_tf2onnx_generated_are_numbered_in_graph_order() -> None:
+    proto = small_graph(("a", "b"))
+    proto.graph.node[0].name, proto.graph.node[1].name = "model/relu/Relu", "Sigmoid__1459"
+    _rename_tensor(proto.graph, "a", "relu__1582:0")  # a tensor, in the node and the graph output
+
+    renumber_generated_names(proto)
+
+    assert [node.name for node in proto.graph.node] == ["model/relu/Relu", "Sigmoid__3"]
+    assert list(proto.graph.node[0].output) == list(proto.graph.node[1].input) == ["relu__2:0"]
+    assert proto.graph.output[0].name == "relu__2:0"
+    onnx.checker.check_model(proto)
