@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cxr.labels import LABELS
+from cxr.onnx_manifest import ExportManifest
 
 MODEL_CARD_FILE = "model_card.json"
 
@@ -68,6 +69,11 @@ class ModelCard(BaseModel):
     sha256: str = Field(description="sha256 of the weights file.", min_length=64, max_length=64)
     training: TrainingData
     metrics: list[SplitMetrics] = Field(default_factory=list)
+    export: ExportManifest | None = Field(
+        default=None,
+        description="The shipped export's manifest (`make export-int8`): both ONNX files' sha256, "
+        "the parity figures and the int8 AUROC on the test split. A record: the API checks build/'s.",
+    )
 
     @field_validator("labels")
     @classmethod

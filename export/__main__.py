@@ -10,7 +10,7 @@ from pathlib import Path
 # Before TensorFlow is imported (through export.pipeline): keep its C++ start-up chatter out of the log.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr.model_card import ModelCardMismatchError
+from cxr.model_card import ModelCardMismatchError, load_model_card, save_model_card
 from cxr.onnx_manifest import ExportManifest
 from export.convert import DEFAULT_OPSET, ConversionError
 from export.head import HeadError
@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_CALIBRATION_IMAGES,
         help=f"at most this many training images (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    parser.add_argument(
+        "--record-in-card",
+        action="store_true",
+        help="also copy the manifest into the model card (the shipped model's export record)",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -135,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
     print(summary(manifest, args.out, time.perf_counter() - started))
+    if args.record_in_card:
+        card = load_model_card(args.model_dir)
+        print(f"recorded in {save_model_card(card.model_copy(update={'export': manifest}), args.model_dir)}")
     return 0
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cxr.model_card import load_model_card, save_model_card
-from cxr.onnx_manifest import ExportManifest, Parity, Quantization
+from cxr.onnx_manifest import ExportManifest, Parity, Quantization, load_manifest
 from export.__main__ import main, summary
 
 
@@ -60,3 +60,15 @@ def test_mismatched_weights_exit_non_zero_with_the_reason(
     assert status == 1
     assert "export failed:" in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+@pytest.mark.slow
+def test_record_in_card_copies_the_manifest_into_the_model_card(model_copy: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "build"
+
+    assert main(["--model-dir", str(model_copy), "--out", str(out_dir), "--record-in-card"]) == 0
+
+    recorded = load_model_card(model_copy).export
+    assert recorded is not None
+    assert recorded == load_manifest(out_dir)
+    assert recorded.keras_sha256 == load_model_card(model_copy).sha256

@@ -105,3 +105,22 @@ def test_the_shipped_export_matches_its_keras_weights(
     np.testing.assert_allclose(feature_map, keras_feature_map, rtol=0, atol=FEATURE_MAP_TOLERANCE)
     assert np.abs(keras_feature_map).max() > 0.1  # a live feature map, not all zeros
     check_parity(manifest.parity)  # the manifest's own figures are within both tolerances
+
+
+def test_the_shipped_card_records_its_export_and_int8_change(model_dir: Path) -> None:
+    """`make export-int8` copies its manifest into the card: both files' sha256 and the int8 AUROC
+    on the test split, whose fp32 figure must be the card's own test AUROC (Keras, same films)."""
+    from cxr.model_card import load_model_card
+
+    card = load_model_card(model_dir)
+    if card.export is None:
+        if Path(__file__).resolve().parents[2] / "models" in model_dir.resolve().parents:
+            pytest.fail(f"{model_dir}'s card has no export record: make export-int8 writes it")
+        pytest.skip(f"{model_dir} has no export record (not a shipped model)")
+    assert card.export.keras_sha256 == card.sha256, "the export record is for other weights"
+    quantization = card.export.quantization
+    assert quantization is not None and quantization.auroc_fp32 is not None
+    assert quantization.auroc_int8 is not None and len(quantization.sha256) == 64
+    test = card.metrics_for("test")
+    assert test is not None and test.mean_auroc is not None
+    assert quantization.auroc_fp32 == pytest.approx(test.mean_auroc, abs=1e-3)
