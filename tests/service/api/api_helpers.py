@@ -3,7 +3,7 @@
 import base64
 import io
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from typing import Any
 
 import httpx
@@ -58,6 +58,17 @@ def predict_probabilities(client: TestClient, data: bytes) -> dict[str, float]:
     assert response.status_code == 200, response.text
     probabilities: dict[str, float] = response.json()["probabilities"]
     return probabilities
+
+
+def hold_slot(client: TestClient) -> AbstractAsyncContextManager[None]:
+    """Take one inference slot on the app's event loop, as a running prediction does."""
+    slot = client.app.state.service.admission.slot()  # type: ignore[attr-defined]
+    client.portal.call(slot.__aenter__)  # type: ignore[union-attr]
+    return slot
+
+
+def release(client: TestClient, slot: AbstractAsyncContextManager[None]) -> None:
+    client.portal.call(slot.__aexit__, None, None, None)  # type: ignore[union-attr]
 
 
 def max_difference(first: dict[str, float], second: dict[str, float]) -> float:

@@ -3,21 +3,8 @@ and 503 when a prediction runs past REQUEST_TIMEOUT_SECONDS."""
 
 import threading
 import time
-from contextlib import AbstractAsyncContextManager
 
-from api_helpers import MakeSettings, Serve, assert_problem, upload
-from fastapi.testclient import TestClient
-
-
-def hold_slot(client: TestClient) -> AbstractAsyncContextManager[None]:
-    """Take one inference slot on the app's event loop, as a running prediction does."""
-    slot = client.app.state.service.admission.slot()  # type: ignore[attr-defined]
-    client.portal.call(slot.__aenter__)  # type: ignore[union-attr]
-    return slot
-
-
-def release(client: TestClient, slot: AbstractAsyncContextManager[None]) -> None:
-    client.portal.call(slot.__aexit__, None, None, None)  # type: ignore[union-attr]
+from api_helpers import MakeSettings, Serve, assert_problem, hold_slot, release, upload
 
 
 def test_full_slots_and_no_queue_refuse_at_once(

@@ -13,8 +13,11 @@ from api_helpers import (
     assert_problem,
     b64,
     decode_png,
+    hold_slot,
     max_difference,
     post_json,
+    predict_probabilities,
+    release,
     served,
     upload,
 )
@@ -378,6 +381,24 @@ def test_out_of_distribution_refused_when_configured(
     with serve(make_settings(ood_mode="refuse")) as client:
         problem = assert_problem(upload(client, colour_photo), 422)
     assert problem["type"] == "urn:cxr:problem:out-of-distribution" and "colour image" in problem["detail"]
+
+
+def test_alone_or_under_load_the_guard_and_the_probabilities_agree(
+    serve: Serve, make_settings: MakeSettings, colour_photo: bytes, radiograph_png: bytes
+) -> None:
+    """Alone, the guard runs beside the preprocessing; with another request in flight, inline."""
+    with serve(make_settings(ood_mode="refuse", max_concurrent_inferences=2)) as client:
+        alone = predict_probabilities(client, radiograph_png)
+        refused_alone = assert_problem(upload(client, colour_photo), 422)
+        slot = hold_slot(client)
+        try:
+            under_load = predict_probabilities(client, radiograph_png)
+            refused_under_load = assert_problem(upload(client, colour_photo), 422)
+        finally:
+            release(client, slot)
+    assert max_difference(alone, under_load) <= 1e-5  # two onnxruntime sessions: 2 threads, then 1
+    assert refused_alone["detail"] == refused_under_load["detail"]
+    assert "colour image" in refused_alone["detail"]
 
 
 def _random_inputs() -> Iterator[bytes]:
