@@ -19,6 +19,7 @@ from cxr.imaging import decode_image
 from cxr.model_card import load_model_card
 from cxr.onnx_manifest import INPUT_NAME, load_manifest
 from cxr.preprocessing import preprocess_pixels
+from export.batchnorm import drop_unused_initializers
 
 
 def as_scale_and_shift(proto: onnx.ModelProto) -> int:
@@ -45,6 +46,7 @@ def as_scale_and_shift(proto: onnx.ModelProto) -> int:
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)
+    drop_unused_initializers(graph)
     return count
 
 

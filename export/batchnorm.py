@@ -57,7 +57,7 @@ def restore_batch_normalization(proto: onnx.ModelProto) -> int:
     nodes = [replacements.get(index, node) for index, node in enumerate(graph.node)]
     del graph.node[:]
     graph.node.extend(node for node in nodes if node is not None)
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
     return sum(node is not None for node in replacements.values())
 
 
@@ -89,7 +89,7 @@ def _per_channel_operand(
     return variable[0], values.reshape(count)
 
 
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     used = {name for node in graph.node for name in node.input}
     kept = [tensor for tensor in graph.initializer if tensor.name in used]
     del graph.initializer[:]
