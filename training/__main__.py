@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EPOCH",
         help="stop after this epoch, checkpointed (e.g. a time-limited job); --resume continues",
     )
+    parser.add_argument(
+        "--run-eagerly",
+        action="store_true",
+        help="run each step op by op instead of tracing a graph (smoke runs, debugging)",
+    )
     return parser
 
 
@@ -151,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             init_from=args.init_from,
             resume=args.resume,
             stop_after=args.stop_after,
+            run_eagerly=args.run_eagerly,
         )
     except ValueError as error:  # option combinations TrainConfig refuses
         parser.error(str(error))

@@ -296,6 +296,7 @@ def test_an_interrupted_run_on_combined_folders_resumes_where_it_stopped(
     args = [
         "--dataset", str(first), "--dataset", str(second), "--train-only-dataset", str(thumbs),
         "--out", str(out), "--input-size", "32", "--batch-size", "8", "--epochs", "2", "--max-steps", "2",
+        "--run-eagerly",
     ]  # fmt: skip
     assert run_training([*args, "--stop-after", "1"]) == 0  # a job slot that ends after the first epoch
     stopped = load_state(out / "checkpoints")
