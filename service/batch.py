@@ -77,7 +77,7 @@ class OnnxScorer:
         onnx_dir: str | Path,
         *,
         int8: bool = False,
-        threads: int = 0,
+        threads: int = 1,  # 0: one per usable core (for batches of more than one image)
         allow_spinning: bool = False,
     ) -> None:
         import onnxruntime as ort
