@@ -306,12 +306,13 @@ def test_the_indexed_job_gives_each_pod_its_own_shard(
     assert shards == {Shard(index, count) for index in range(count)}
     with pytest.raises(ValueError, match="shard index"):
         shard_from_environ({**env, SHARD_INDEX_ENV: str(count)})
-    # The thread settings follow the CPU limit (the node's core count is not the pod's).
+    # The workers follow the CPU limit (the node's core count is not the pod's), each scoring its
+    # own files with one onnxruntime thread (batch size 1): one busy thread per CPU.
     cpus = int(container["resources"]["limits"]["cpu"])
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     args = batch.build_parser().parse_args(container["args"])
-    assert args.threads == cpus and args.workers == cpus
+    assert args.workers == cpus and args.batch_size == 1 and args.threads == 1
     mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
     assert mounts["archive"]["readOnly"] is True and Path(args.source) == Path(mounts["archive"]["mountPath"])
     assert args.out.parent == Path(mounts["scores"]["mountPath"])
