@@ -85,11 +85,6 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = state
-
-    async def app_settings() -> Settings:  # async: no worker thread for a lookup
-        return settings
-
-    app.dependency_overrides[get_settings] = app_settings
     install_problem_handlers(app)
 
     # Routes carry their full paths (the metrics label them by template); /v1/* routers

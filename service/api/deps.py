@@ -12,10 +12,8 @@ from service.api.admission import Admission
 from service.api.metrics import Metrics
 from service.api.model_runtime import ModelRuntime
 from service.api.problems import not_ready
-from service.api.settings import Settings, get_settings
+from service.api.settings import Settings
 from service.api.state import ServiceState
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -24,6 +22,15 @@ async def get_state(request: Request) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+async def get_app_settings(state: StateDep) -> Settings:
+    # From the app's state, not a dependency override: with any override in place FastAPI
+    # re-inspects every dependency's signature on every request.
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 async def get_runtime(state: StateDep) -> ModelRuntime:
