@@ -78,7 +78,7 @@ def analyse(
         tensor = runtime.preprocess(decoded.pixels)
         reasons = guard.result()
     else:
-        reasons, tensor = out_of_distribution_reasons(decoded), None
+        reasons, tensor = out_of_distribution_reasons(decoded), runtime.preprocess(decoded.pixels)
     if reasons and settings.ood_mode == "refuse":
         raise Problem(
             422,
@@ -86,8 +86,6 @@ def analyse(
             slug="out-of-distribution",
             title="Not a chest X-ray",
         )
-    if tensor is None:
-        tensor = runtime.preprocess(decoded.pixels)
     background = resize_grey(decoded.pixels, size) if overlay else None
     metrics.preprocess_seconds.observe(time.perf_counter() - started)
     prediction = infer(state, runtime, tensor)
