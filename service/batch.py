@@ -43,6 +43,7 @@ from cxr.imaging import decode_image
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard
 from cxr.onnx_manifest import INPUT_NAME, PROBABILITIES_OUTPUT, ExportManifest
+from service.api.settings import usable_cpus
 from service.batch_shards import SHARD_COUNT_ENV, SHARD_INDEX_ENV, Shard, ShardError, shard_from_environ
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}  # DICOM files often have no suffix
@@ -83,7 +84,6 @@ class OnnxScorer:
         import onnxruntime as ort
 
         from service.api.model_runtime import ModelLoadError, load_model_runtime, session_options
-        from service.api.settings import usable_cpus
 
         threads = threads or usable_cpus()
         try:
@@ -330,7 +330,7 @@ def score(
     summary = Summary(total=len(items))
     todo = [item for item in items if item.key not in writer.done]
     summary.already_done = len(items) - len(todo)
-    workers = workers or max(1, os.cpu_count() or 1)
+    workers = workers or usable_cpus()  # a CPU quota's cores, not the node's
     per_image = batch_size == 1
     work = partial(_load_and_predict if per_image else _load, scorer)
     chunk = WRITE_EVERY if per_image else batch_size
