@@ -34,7 +34,8 @@ def as_scale_and_shift(proto: onnx.ModelProto) -> int:
             continue
         tensor, scale, offset, mean, variance = node.input
         epsilon = next((attribute.f for attribute in node.attribute if attribute.name == "epsilon"), 1e-5)
-        assert epsilon == 0 and not constants[mean].any() and (constants[variance] == 1).all(), node.name
+        if epsilon != 0 or constants[mean].any() or not (constants[variance] == 1).all():
+            raise ValueError(f"{node.name} is not a scale and shift (mean 0, variance 1, epsilon 0)")
         shape = (1, len(constants[scale]), 1, 1)
         for name in (scale, offset):
             graph.initializer.append(numpy_helper.from_array(constants[name].reshape(shape), f"{name}/4d"))
