@@ -94,6 +94,10 @@ def session_options(
     # for one request alone, CPU taken from concurrent requests' decoding under load.
     if not allow_spinning:  # onnxruntime's default is to spin; callers may still set the entry
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    else:
+        # Spin between the parallel sections of a run, never after it: the pool stops when the last
+        # run returns, so it cannot take the core the next request decodes on.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     options.inter_op_num_threads = inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
