@@ -23,6 +23,7 @@ from api_helpers import (
 )
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from cxr.imaging import decode_image
 from cxr.labels import LABELS
@@ -386,19 +387,29 @@ def test_out_of_distribution_refused_when_configured(
 def test_alone_or_under_load_the_guard_and_the_probabilities_agree(
     serve: Serve, make_settings: MakeSettings, colour_photo: bytes, radiograph_png: bytes
 ) -> None:
-    """Alone, the guard runs beside the preprocessing; with another request in flight, inline."""
+    """Alone, the guard runs beside the preprocessing and the inference; with another request in
+    flight, first, so that a refused image costs no inference."""
     with serve(make_settings(ood_mode="refuse", max_concurrent_inferences=2)) as client:
         alone = predict_probabilities(client, radiograph_png)
         refused_alone = assert_problem(upload(client, colour_photo), 422)
+        inferences_alone = inference_count(client)
         slot = hold_slot(client)
         try:
             under_load = predict_probabilities(client, radiograph_png)
             refused_under_load = assert_problem(upload(client, colour_photo), 422)
         finally:
             release(client, slot)
+        inferences_under_load = inference_count(client) - inferences_alone
     assert max_difference(alone, under_load) <= 1e-5  # two onnxruntime sessions: 2 threads, then 1
     assert refused_alone["detail"] == refused_under_load["detail"]
     assert "colour image" in refused_alone["detail"]
+    assert (inferences_alone, inferences_under_load) == (2, 1)
+
+
+def inference_count(client: TestClient) -> float:
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    samples = (sample for family in families for sample in family.samples)
+    return next(sample.value for sample in samples if sample.name == "cxr_inference_seconds_count")
 
 
 def _random_inputs() -> Iterator[bytes]:
