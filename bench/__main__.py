@@ -39,8 +39,8 @@ from typing import Any
 from bench.batch import batch_scoring, micro_batching_headroom
 from bench.loadgen import LoadResult, merge
 from bench.procs import REPO, RssSampler, Service
-from bench.references import BareOnnx, Roof, timed_ms
-from bench.report import Comparison, fmt, print_report, row
+from bench.references import BareOnnx, Roof, machine_speed_ms, timed_ms
+from bench.report import Comparison, fmt, print_report, row, speed_line
 from bench.services import api_settings, load, start_api, start_baseline, start_sidecar
 from bench.stages import format_table, stage_table
 from bench.sweep import format_sidecar_sweep, format_sweep, sidecar_sweep, sweep
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     from cxr.onnx_manifest import load_manifest
 
     quantization = load_manifest(args.onnx_dir).quantization
+    speed = [machine_speed_ms(args.model_dir, args.onnx_dir, image)]
+    print(f"machine speed: {speed[0]:.1f} ms per image (single-threaded bare loop)", flush=True)
     print("batch scoring vs bare onnxruntime ...", flush=True)
     fixtures = sorted((REPO / "tests" / "fixtures").glob("*.png"))
     results["batch"] = batch_scoring(args.model_dir, args.onnx_dir, fixtures, args.batch_copies, threads)
@@ -319,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(
             f"micro-batching headroom (onnxruntime ms per image by batch size): {results['micro_batching']}"
         )
+    speed.append(machine_speed_ms(args.model_dir, args.onnx_dir, image))
+    results["machine_speed_ms"] = {"start": round(speed[0], 1), "end": round(speed[1], 1)}
+    extra.append(speed_line(*speed))
     results["seconds"] = round(time.monotonic() - started, 1)
     extra.append(
         f"load average at start {results['machine']['load_average_at_start']}, at end "

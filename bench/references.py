@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -46,6 +47,14 @@ class BareOnnx:
         normalisation = self.card.normalisation
         tensor = preprocess_bytes(data, self.card.input_size, normalisation.mean, normalisation.std)
         return self.session.run(["probabilities"], {"input": tensor[None]})[0]
+
+
+def machine_speed_ms(model_dir: Path, onnx_dir: Path, image: bytes, repeats: int = 7) -> float:
+    """Median ms per image of one single-threaded bare loop: the same figure at the start and the
+    end of a run shows whether the machine itself (a shared host) changed speed in between, which
+    the load average of this machine does not show."""
+    bare = BareOnnx(model_dir, onnx_dir, threads=1)
+    return statistics.median(timed_ms(lambda: bare.score(image), repeats, warm_up=2))
 
 
 def timed_ms(call: Callable[[], object], repeats: int, warm_up: int = 3) -> list[float]:

@@ -21,6 +21,21 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
+SPEED_DRIFT = 0.15
+
+
+def speed_line(start_ms: float, end_ms: float) -> str:
+    """The machine-speed probe at both ends of a run, with a warning when it moved by more than
+    SPEED_DRIFT: rounds measured while the host changed speed give ratios that move with it."""
+    line = (
+        f"machine speed (single-threaded bare loop, ms per image): {start_ms:.1f} at start, "
+        f"{end_ms:.1f} at end"
+    )
+    if abs(end_ms / start_ms - 1) > SPEED_DRIFT:
+        line += f"\n  ! the machine's speed changed by more than {SPEED_DRIFT:.0%} during the run: re-run"
+    return line
+
+
 def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.references import BareOnnx, Roof
+from bench.references import BareOnnx, Roof, machine_speed_ms
 from bench.services import api_settings
 from bench.stages import in_process_stages
 
@@ -15,6 +15,12 @@ def test_the_bare_loop_scores_a_radiograph(
 ) -> None:
     probabilities = BareOnnx(model_dir, onnx_dir, threads=1).score(fixture_images[0].read_bytes())
     assert probabilities.shape == (1, 14) and ((probabilities > 0) & (probabilities < 1)).all()
+
+
+def test_the_speed_probe_times_the_bare_loop(
+    model_dir: Path, onnx_dir: Path, fixture_images: list[Path]
+) -> None:
+    assert machine_speed_ms(model_dir, onnx_dir, fixture_images[0].read_bytes(), repeats=1) > 0
 
 
 @pytest.mark.slow  # starts two processes that load the model

@@ -7,7 +7,7 @@ import pytest
 
 from bench.__main__ import int8_row, ordered, report_rows
 from bench.loadgen import LoadResult
-from bench.report import Comparison, print_report, ratio, verdict
+from bench.report import Comparison, print_report, ratio, speed_line, verdict
 from loadtest.summary import main as summary_main
 
 
@@ -19,6 +19,12 @@ def test_percentiles_and_throughput() -> None:
     result.errors["HTTP 503"] = 3
     summary = result.summary()
     assert summary["failures"] == 3 and summary["requests_ok"] == 100
+
+
+def test_a_change_of_machine_speed_is_flagged() -> None:
+    assert "re-run" not in speed_line(68.0, 74.0)
+    assert "re-run" in speed_line(68.0, 96.0) and "re-run" in speed_line(96.0, 68.0)
+    assert "68.0 at start, 96.0 at end" in speed_line(68.0, 96.0)
 
 
 def test_verdicts() -> None:
