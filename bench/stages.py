@@ -9,8 +9,10 @@ out-of-distribution guard, preprocessing, onnxruntime (process CPU: its pool thr
 so does their spinning) and the response (findings, the response model, FastAPI's JSON). The
 real API (`python -m service.api`, started here unless given) answers `--repeats` requests one at
 a time; its CPU per request (/proc/PID/stat, all threads) less the stages is the rest: the HTTP
-server, routing, middleware, the hops to worker threads, and onnxruntime's pool threads spinning
-after a run (ORT_ALLOW_SPINNING); the event loop thread's own CPU is reported beside it.
+server, routing, middleware and the hops to worker threads (onnxruntime's pool stops spinning when
+a run returns); the event loop thread's own CPU is reported beside it. CPU time holds while other
+processes load the machine, not while a shared host slows the machine itself (then every stage
+costs more CPU, by different amounts: `make bench`'s speed probe shows it).
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def format_table(table: dict[str, Any]) -> list[str]:
     lines = [f"CPU per request, probabilities only (ms; share of the API process's {whole:.1f} ms):"]
     for name, value in [
         *table["cpu_ms"].items(),
-        ("rest: HTTP, thread hops, onnxruntime spinning", table["rest_cpu_ms"]),
+        ("rest: HTTP, thread hops", table["rest_cpu_ms"]),
     ]:
         share = f"{value / whole:6.0%}" if whole else "     -"
         lines.append(f"  {name:<46} {value:7.2f}  {share}")
