@@ -90,9 +90,9 @@ class Settings(BaseSettings):
         "(a second session, no spinning); 0: always ORT_INTRA_OP_THREADS.",
     )
     ort_allow_spinning: bool = Field(
-        # Within a run only (the pool stops spinning when the run returns, so it cannot take the
-        # core the next request decodes on): a request alone finishes sooner (README: Performance).
-        default=True,
+        # Off: spinning within a run gave a request alone no measurable gain here and cost 5% more
+        # CPU per request on a slowed host (README: Performance).
+        default=False,
         description="onnxruntime's pool threads busy-wait between the parallel sections of a run, "
         "never after it (README: Performance).",
     )
