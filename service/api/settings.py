@@ -90,8 +90,8 @@ class Settings(BaseSettings):
         "(a second session, no spinning); 0: always ORT_INTRA_OP_THREADS.",
     )
     ort_allow_spinning: bool = Field(
-        # Off: spinning within a run gave a request alone no measurable gain here and cost 5% more
-        # CPU per request on a slowed host (README: Performance).
+        # Off: spinning within a run gave a request alone no measurable gain here, and on a slowed
+        # host a thread spins while its partner waits for a core (README: Performance).
         default=False,
         description="onnxruntime's pool threads busy-wait between the parallel sections of a run, "
         "never after it (README: Performance).",
