@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.references import BareOnnx
+from bench.report import Comparison, ordered
 
 
 def micro_batching_headroom(model_dir: Path, onnx_dir: Path, image: bytes, threads: int) -> dict[str, float]:
@@ -37,14 +38,18 @@ def micro_batching_headroom(model_dir: Path, onnx_dir: Path, image: bytes, threa
 
 
 def batch_scoring(
-    model_dir: Path, onnx_dir: Path, images: list[Path], copies: int, threads: int
-) -> dict[str, Any]:
+    model_dir: Path, onnx_dir: Path, images: list[Path], copies: int, threads: int, rounds: int
+) -> tuple[Comparison, dict[str, Any]]:
     """The batch command's pipeline (service.batch.score with its defaults: `threads` workers, each
     reading, decoding and scoring its own files) vs bare onnxruntime in a sequential loop (read,
-    decode, preprocess, a default session, batch of 1)."""
+    decode, preprocess, a default session, batch of 1), in rounds with the order flipped each round.
+    Returns the comparison and the run's facts (image count, the model-only ceiling)."""
 
     from service.batch import Item, OnnxScorer, ScoreWriter, score
 
+    comparison = Comparison(
+        "batch", "batch scoring / bare sequential onnxruntime (images/s)", 0.9, True, " img/s"
+    )
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
@@ -52,40 +57,48 @@ def batch_scoring(
             for image in images:
                 shutil.copy(image, folder / f"{copy:03d}_{image.name}")
         files = sorted(folder.iterdir())
+        n = len(files)
 
         bare = BareOnnx(model_dir, onnx_dir)
         bare.score(files[0].read_bytes())
-        started = time.perf_counter()
-        for file in files:
-            bare.score(file.read_bytes())
-        bare_seconds = time.perf_counter() - started
-        del bare
-
         # As the command runs by default: batches of 1, one onnxruntime thread, a worker per core.
         scorer = OnnxScorer(model_dir, onnx_dir, threads=1)
         scorer.predict(scorer.preprocess(files[0].read_bytes())[None])
+
+        def bare_rate() -> float:
+            started = time.perf_counter()
+            for file in files:
+                bare.score(file.read_bytes())
+            return n / (time.perf_counter() - started)
+
+        def tool_rate(index: int) -> float:
+            writer = ScoreWriter(Path(tmp) / f"scores-{index}.csv", scorer.card, resume=False)
+            try:
+                summary = score(
+                    scorer, [Item(file.name, file) for file in files], writer, workers=threads, progress=False
+                )
+            finally:
+                writer.close()
+            if summary.failed or summary.scored != n:
+                raise RuntimeError(f"batch scoring failed on {summary.failed}")
+            return summary.images_per_second
+
+        for index in range(rounds):
+            rate = {
+                side: bare_rate() if side == "bare" else tool_rate(index)
+                for side in ordered(index, "tool", "bare")
+            }
+            comparison.add(round(rate["tool"], 2), round(rate["bare"], 2))
 
         # Model only, inputs already decoded, one run per core at a time: the pipeline's ceiling.
         tensors = [scorer.preprocess(file.read_bytes())[None] for file in files]
         started = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(scorer.predict, tensors))
-        model_only_seconds = time.perf_counter() - started
-
-        writer = ScoreWriter(Path(tmp) / "scores.csv", scorer.card, resume=False)
-        try:
-            summary = score(
-                scorer, [Item(file.name, file) for file in files], writer, workers=threads, progress=False
-            )
-        finally:
-            writer.close()
-        if summary.failed or summary.scored != len(files):
-            raise RuntimeError(f"batch scoring failed on {summary.failed}")
-    n = len(files)
-    return {
+        model_only = round(n / (time.perf_counter() - started), 2)
+    comparison.detail = f"{n} images a round; model-only ceiling {model_only} img/s"
+    return comparison, {
         "images": n,
-        "batch_tool_images_per_s": round(summary.images_per_second, 2),
-        "bare_sequential_images_per_s": round(n / bare_seconds, 2),
-        "model_only_images_per_s": round(n / model_only_seconds, 2),
+        "model_only_images_per_s": model_only,
         "note": "model loading excluded; model-only: the tool's session on decoded inputs, a run per core",
     }

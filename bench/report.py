@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def ordered(round_index: int, *sides: Any) -> tuple[Any, ...]:
+    """The sides in order in even rounds, reversed in odd ones (A B, B A, A B ...)."""
+    return sides if round_index % 2 == 0 else tuple(reversed(sides))
+
+
 def verdict(value: float | None, target: float, higher_is_better: bool) -> str:
     if value is None:
         return "not measured"
@@ -94,7 +99,7 @@ class Comparison:
 def row(
     id: str, what: str, value: float | None, target: str, verdict_text: str, detail: str
 ) -> dict[str, Any]:
-    """A figure without rounds (memory, batch, int8 policy)."""
+    """A figure without rounds (memory, int8 not measured)."""
     return {
         "id": id,
         "what": what,
