@@ -21,7 +21,7 @@ import numpy as np
 
 from cxr.model_card import ModelCard, load_model_card, save_model_card, sha256_file, verify_weights
 from training.data import data_sources, read_datasets
-from training.evaluate import SPLITS_FILE, predict, read_splits
+from training.evaluate import SPLITS_FILE, ScoredSplit, predict, read_splits
 from training.evaluation import split_metrics, thresholds_for
 from training.metrics import mean_auroc
 
@@ -94,14 +94,16 @@ def make_soup(
     # Placeholder thresholds until the soup is scored; the card must exist for predict().
     save_model_card(first.model_copy(update={"sha256": sha256_file(out / first.weights_file)}), out)
 
+    def validation_of(folder: Path) -> ScoredSplit:
+        return predict(folder, load_model_card(folder), {"validation": validation}, batch_size=16)[
+            "validation"
+        ]
+
     scores: dict[str, float | None] = {}
-    scored = {}
     for folder in [*folders, out]:
-        split = predict(folder, load_model_card(folder), {"validation": validation}, batch_size=16)
-        scored[folder] = split["validation"]
-        scores[str(folder)] = mean_auroc(split["validation"].labels, split["validation"].probabilities)
+        mine = validation_of(folder)  # the soup's own scoring after the last pass
+        scores[str(folder)] = mean_auroc(mine.labels, mine.probabilities)
         log.info("%s: validation mean AUROC %.4f", folder, scores[str(folder)] or float("nan"))
-    mine = scored[out]
     thresholds, rule = thresholds_for(mine.labels, mine.probabilities)
     recipe = dict(first.training.recipe)
     recipe["soup_of"] = ", ".join(f"{cards[f].name} {cards[f].version} ({f.name})" for f in folders)
