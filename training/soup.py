@@ -121,12 +121,18 @@ def make_soup(
         }
     )
     save_model_card(card, out)
-    report = {"validation_images": len(validation), "validation_mean_auroc": scores}
+    # The soup was not trained: a training log left in its folder would be an earlier model's.
+    (out / "training_log.csv").unlink(missing_ok=True)
+    report = {
+        "validation_images": len(validation),
+        "validation_mean_auroc": scores,
+        "best_epoch": {str(f): cards[f].training.recipe.get("best_epoch") for f in folders},
+    }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.soup", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model-dir", action="append", required=True, help="an ingredient's model folder (repeat)"
@@ -136,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dataset", action="append", required=True, metavar="FOLDER", help="as the ingredients trained"
     )
     parser.add_argument("--version", required=True, help="the soup's model version")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         report = make_soup(args.model_dir, args.out, args.dataset, args.version)
