@@ -7,13 +7,14 @@ from pathlib import Path
 
 from cxr.model_card import load_model_card
 from training.__main__ import build_parser
+from training.soup import build_parser as build_soup_parser
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "chexnet-densenet121"
 
 
-def make_dry_run(target: str, *variables: str) -> list[list[str]]:
-    """The arguments of each `python -m training` command that `make -n TARGET` would run."""
+def make_commands(target: str, *variables: str) -> list[list[str]]:
+    """The words of each command that `make -n TARGET` would run."""
     # Under `make test` this is a sub-make: without the parent's flags and level, and without the
     # "Entering directory" lines a sub-make prints.
     env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
@@ -25,7 +26,12 @@ def make_dry_run(target: str, *variables: str) -> list[list[str]]:
         text=True,
         check=True,
     )
-    commands = [shlex.split(line) for line in result.stdout.replace("\\\n", " ").strip().splitlines()]
+    return [shlex.split(line) for line in result.stdout.replace("\\\n", " ").strip().splitlines()]
+
+
+def make_dry_run(target: str, *variables: str) -> list[list[str]]:
+    """The arguments of each `python -m training` command that `make -n TARGET` would run."""
+    commands = make_commands(target, *variables)
     return [words[words.index("training") + 1 :] for words in commands if "training" in words]
 
 
@@ -46,28 +52,44 @@ def test_without_datasets_a_validation_run_trains_phase_one_data() -> None:
     assert not args.refit
 
 
-def test_make_train_runs_both_phases_of_the_shipped_recipe(tmp_path: Path) -> None:
-    phase1_dir = tmp_path / "phase1"
-    phase1, phase2 = (
-        build_parser().parse_args(argv)
-        for argv in make_dry_run("train", "SHARED=data", f"PHASE1={phase1_dir}")
-    )
+def test_make_train_runs_phase_one_each_seed_and_their_soup(tmp_path: Path) -> None:
+    phase1_dir, phase2 = tmp_path / "phase1", tmp_path / "phase2"
+    variables = ("SHARED=data", f"PHASE1={phase1_dir}", f"PHASE2={phase2}")
+    commands = make_commands("train", *variables)
+    phase1, *seeds = (build_parser().parse_args(argv) for argv in make_dry_run("train", *variables))
     assert phase1.labels_csv == "data/nih/images_labels.csv" and phase1.refit and phase1.input_size == 128
     assert load_model_card(REPO / phase1.thresholds_from).version == "1.1.1"  # committed beside the model
     assert phase1.out == str(phase1_dir)
-    assert phase2.dataset == ["data/nih", "data/nih-extra"] and phase2.init_from == str(phase1_dir)
-    shipped = load_model_card(MODEL_DIR)
-    assert phase2.out == "models/chexnet-densenet121"
-    recipe = shipped.training.recipe
-    for option in ("input_size", "epochs", "learning_rate", "warmup_epochs", "teacher_weight", "ema"):
-        key = {"ema": "ema_decay"}.get(option, option)
-        assert getattr(phase2, option) == recipe[key], option
-    shares = "/".join(f"{round(100 * share)}" for share in phase2.split)
-    assert f"seed {phase2.seed}: {shares} train/validation/test" in shipped.training.split_rule
-    assert phase2.version == shipped.version
 
-    # A finished phase 1 is not run again.
-    phase1_dir.mkdir()
-    (phase1_dir / "model_card.json").write_text("{}")
-    (only,) = make_dry_run("train", "SHARED=data", f"PHASE1={phase1_dir}")
-    assert build_parser().parse_args(only).init_from == str(phase1_dir)
+    shipped = load_model_card(MODEL_DIR)
+    recipe = shipped.training.recipe
+    assert len(seeds) == len(recipe["soup_of"].split(", ")) >= 2  # the shipped soup's ingredients
+    for run in seeds:
+        assert run.dataset == ["data/nih", "data/nih-extra"] and run.init_from == str(phase1_dir)
+        assert run.out == f"{phase2}-s{run.train_seed}" and run.version == f"{shipped.version}-s{run.train_seed}"
+        for option in ("input_size", "epochs", "learning_rate", "warmup_epochs", "teacher_weight", "ema"):
+            key = {"ema": "ema_decay"}.get(option, option)
+            assert getattr(run, option) == recipe[key], option
+        shares = "/".join(f"{round(100 * share)}" for share in run.split)
+        assert f"seed {run.seed}: {shares} train/validation/test" in shipped.training.split_rule
+    assert len({run.train_seed for run in seeds}) == len(seeds)
+
+    (soup_words,) = [words for words in commands if "training.soup" in words]
+    soup = build_soup_parser().parse_args(soup_words[soup_words.index("training.soup") + 1 :])
+    assert soup.model_dir == [run.out for run in seeds] and soup.dataset == seeds[0].dataset
+    assert soup.out == "models/chexnet-densenet121" and soup.version == shipped.version
+
+    # A finished phase 1 and a finished seed are not run again.
+    for finished in (phase1_dir, Path(seeds[1].out)):
+        finished.mkdir()
+        (finished / "model_card.json").write_text("{}")
+    again = [build_parser().parse_args(argv) for argv in make_dry_run("train", *variables)]
+    assert [run.train_seed for run in again] == [run.train_seed for run in seeds if run is not seeds[1]]
+
+
+def test_make_train_with_one_seed_ships_that_run(tmp_path: Path) -> None:
+    variables = ("SHARED=data", f"PHASE1={tmp_path / 'phase1'}", f"PHASE2={tmp_path / 'phase2'}", "PHASE2_SEEDS=7")
+    *_, ship = make_commands("train", *variables)
+    assert ship[0] == "cp" and ship[-1] == "models/chexnet-densenet121/"
+    assert {Path(source).name for source in ship[1:-1]} >= {"model.keras", "model_card.json", "splits.csv"}
+    assert {Path(source).parent for source in ship[1:-1]} == {tmp_path / "phase2-s7"}
