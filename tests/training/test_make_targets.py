@@ -66,7 +66,8 @@ def test_make_train_runs_phase_one_each_seed_and_their_soup(tmp_path: Path) -> N
     assert len(seeds) == len(recipe["soup_of"].split(", ")) >= 2  # the shipped soup's ingredients
     for run in seeds:
         assert run.dataset == ["data/nih", "data/nih-extra"] and run.init_from == str(phase1_dir)
-        assert run.out == f"{phase2}-s{run.train_seed}" and run.version == f"{shipped.version}-s{run.train_seed}"
+        assert run.out == f"{phase2}-s{run.train_seed}"
+        assert run.version == f"{shipped.version}-s{run.train_seed}"
         for option in ("input_size", "epochs", "learning_rate", "warmup_epochs", "teacher_weight", "ema"):
             key = {"ema": "ema_decay"}.get(option, option)
             assert getattr(run, option) == recipe[key], option
@@ -88,7 +89,8 @@ def test_make_train_runs_phase_one_each_seed_and_their_soup(tmp_path: Path) -> N
 
 
 def test_make_train_with_one_seed_ships_that_run(tmp_path: Path) -> None:
-    variables = ("SHARED=data", f"PHASE1={tmp_path / 'phase1'}", f"PHASE2={tmp_path / 'phase2'}", "PHASE2_SEEDS=7")
+    phases = (f"PHASE1={tmp_path / 'phase1'}", f"PHASE2={tmp_path / 'phase2'}")
+    variables = ("SHARED=data", *phases, "PHASE2_SEEDS=7")
     *_, ship = make_commands("train", *variables)
     assert ship[0] == "cp" and ship[-1] == "models/chexnet-densenet121/"
     assert {Path(source).name for source in ship[1:-1]} >= {"model.keras", "model_card.json", "splits.csv"}
