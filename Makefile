@@ -90,9 +90,9 @@ PHASE2_RECIPE = --input-size 224 --epochs 12 --learning-rate 3e-4 --warmup-epoch
 PHASE2_DIRS = $(foreach seed,$(PHASE2_SEEDS),$(PHASE2)-s$(seed))
 RUN_FILES = model.keras model_card.json splits.csv training_log.csv
 
-# The shipped model: phase 1, phase 2 per seed, the soup (2 CPU cores with AVX-512: about 37 min,
-# then about 22 min per seed and 3 min for the soup; on an AVX2 host about 85 min and 57 per seed,
-# where PHASE2_SEEDS=7 trains one seed, which is then the model). Finished phases and seeds are
+# The shipped model: phase 1, phase 2 per seed, the soup (2 CPU cores with AVX-512: 40 min, 24 min
+# per seed and under 2 min for the soup, 91 min in all; on an AVX2 host about 85 min and 57 per
+# seed, where PHASE2_SEEDS=7 trains one seed, which is then the model). Finished phases and seeds are
 # kept: a second `make train` redoes only what is missing. PHASE1_ARGS=--resume continues an
 # interrupted phase 1, TRAIN_ARGS=--resume an interrupted seed.
 train: $(foreach run,$(PHASE2_DIRS),$(run)/model_card.json) | install
