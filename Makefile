@@ -84,7 +84,8 @@ THRESHOLDS_FROM ?= $(MODEL_DIR)/phase1-validation-run
 # shipped model is the mean of their weights (python -m training.soup), thresholded on validation.
 PHASE2 ?= runs/phase2
 PHASE2_SEEDS ?= 7 2
-VERSION ?= 2.1.0
+# The version `make train` gives the model (each seed's run: that version with -s<seed>).
+TRAIN_VERSION ?= 2.1.0
 PHASE2_RECIPE = --input-size 224 --epochs 12 --learning-rate 3e-4 --warmup-epochs 1 \
 	--teacher-weight 0.9 --split 0.4,0.3,0.3
 PHASE2_DIRS = $(foreach seed,$(PHASE2_SEEDS),$(PHASE2)-s$(seed))
@@ -98,12 +99,12 @@ RUN_FILES = model.keras model_card.json splits.csv training_log.csv
 train: $(foreach run,$(PHASE2_DIRS),$(run)/model_card.json) | install
 	$(if $(word 2,$(PHASE2_DIRS)),\
 		$(PY) -m training.soup $(foreach run,$(PHASE2_DIRS),--model-dir $(run)) --out $(MODEL_DIR) \
-			$(MODEL_DATA) --version $(VERSION),\
+			$(MODEL_DATA) --version $(TRAIN_VERSION),\
 		cp $(foreach file,$(RUN_FILES),$(PHASE2_DIRS)/$(file)) $(MODEL_DIR)/)
 
 $(PHASE2)-s%/model_card.json: $(PHASE1)/model_card.json | install
 	$(PY) -m training $(MODEL_DATA) --init-from $(PHASE1) --out $(PHASE2)-s$* $(PHASE2_RECIPE) \
-		--train-seed $* --version $(VERSION)-s$* $(TRAIN_ARGS)
+		--train-seed $* --version $(TRAIN_VERSION)-s$* $(TRAIN_ARGS)
 
 # Phase 1: model 1.2.1's recipe refit on nih/'s train + validation patients, with the thresholds of
 # its validation run (whose card, log and split are committed beside the model).
