@@ -29,10 +29,14 @@ def make_commands(target: str, *variables: str) -> list[list[str]]:
     return [shlex.split(line) for line in result.stdout.replace("\\\n", " ").strip().splitlines()]
 
 
+def training_arguments(commands: list[list[str]]) -> list[list[str]]:
+    """The arguments of each `python -m training` command among `commands`."""
+    return [words[words.index("training") + 1 :] for words in commands if "training" in words]
+
+
 def make_dry_run(target: str, *variables: str) -> list[list[str]]:
     """The arguments of each `python -m training` command that `make -n TARGET` would run."""
-    commands = make_commands(target, *variables)
-    return [words[words.index("training") + 1 :] for words in commands if "training" in words]
+    return training_arguments(make_commands(target, *variables))
 
 
 def test_train_validation_combines_the_given_folders() -> None:
@@ -56,7 +60,7 @@ def test_make_train_runs_phase_one_each_seed_and_their_soup(tmp_path: Path) -> N
     phase1_dir, phase2 = tmp_path / "phase1", tmp_path / "phase2"
     variables = ("SHARED=data", f"PHASE1={phase1_dir}", f"PHASE2={phase2}")
     commands = make_commands("train", *variables)
-    phase1, *seeds = (build_parser().parse_args(argv) for argv in make_dry_run("train", *variables))
+    phase1, *seeds = (build_parser().parse_args(argv) for argv in training_arguments(commands))
     assert phase1.labels_csv == "data/nih/images_labels.csv" and phase1.refit and phase1.input_size == 128
     assert load_model_card(REPO / phase1.thresholds_from).version == "1.1.1"  # committed beside the model
     assert phase1.out == str(phase1_dir)
