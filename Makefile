@@ -34,8 +34,10 @@ lock:
 	$(UV) pip compile --quiet $(IMAGE_LOCK_FLAGS) --extra sidecar -c requirements.lock pyproject.toml -o requirements-gradcam.lock
 	$(UV) pip compile --quiet $(IMAGE_LOCK_FLAGS) --extra train -c requirements.lock pyproject.toml -o requirements-export.lock
 
-$(BUILD_DIR)/model.onnx: $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json | install
-	$(PY) -m export --model-dir $(MODEL_DIR) --out $(BUILD_DIR)
+# With the int8 calibration ranges recorded beside the model, the int8 model is rebuilt from them.
+INT8_RANGES = $(wildcard $(MODEL_DIR)/int8_calibration.json)
+$(BUILD_DIR)/model.onnx: $(MODEL_DIR)/model.keras $(MODEL_DIR)/model_card.json $(INT8_RANGES) | install
+	$(PY) -m export --model-dir $(MODEL_DIR) --out $(BUILD_DIR) $(if $(INT8_RANGES),--quantize int8)
 
 export: $(BUILD_DIR)/model.onnx
 

@@ -7,6 +7,9 @@ from pydantic import BaseModel, Field
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
+# onnxruntime's calibration cache: the int8 tensors' ranges, kept beside the model so that an
+# export without the calibration images rebuilds the same int8 file.
+CALIBRATION_RANGES_FILE = "int8_calibration.json"
 HEAD_FILE = "head.npz"  # Dense kernel (channels, 14) and bias (14,) for the CAM fast path
 INPUT_NAME = "input"
 PROBABILITIES_OUTPUT = "probabilities"
@@ -24,6 +27,9 @@ class Quantization(BaseModel):
     file: str
     sha256: str
     calibration_images: int
+    calibration_sha256: str | None = Field(
+        default=None, description=f"sha256 of the {CALIBRATION_RANGES_FILE} it was quantised with."
+    )
     auroc_fp32: float | None = None
     auroc_int8: float | None = None
     evaluated_on: str | None = None

@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cxr.model_card import ModelCardMismatchError, load_model_card, save_model_card
-from cxr.onnx_manifest import ExportManifest
+from cxr.onnx_manifest import CALIBRATION_RANGES_FILE, ExportManifest
 from export.convert import DEFAULT_OPSET, ConversionError
 from export.head import HeadError
 from export.parity import DEFAULT_TOLERANCE, ParityError, default_parity_images
@@ -52,10 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="real radiographs for the parity check (default: tests/fixtures/*.png)",
     )
     parser.add_argument(
-        "--quantize", choices=("int8",), help="also write model.int8.onnx (static, calibrated)"
+        "--quantize",
+        choices=("int8",),
+        help="also write model.int8.onnx (static): calibrated on the training split when labels "
+        f"are given, else from the ranges the model card records ({CALIBRATION_RANGES_FILE})",
     )
     parser.add_argument(
-        "--labels-csv", type=Path, help="labels of the splits.csv images (needed by --quantize)"
+        "--labels-csv",
+        type=Path,
+        help="labels of the splits.csv images: --quantize calibrates and compares AUROC on the test split",
     )
     parser.add_argument("--images-dir", type=Path, help="image folder (default: beside --labels-csv)")
     parser.add_argument(
@@ -82,13 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExportOptions:
+def options_from(args: argparse.Namespace) -> ExportOptions:
     quantize = None
     if args.quantize:
-        if args.labels_csv is None and not args.dataset:
-            parser.error(
-                "--quantize int8 needs --labels-csv or --dataset (AUROC of fp32 vs int8 on the test split)"
-            )
         quantize = QuantizeOptions(
             args.labels_csv,
             args.images_dir,
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options = options_from(args, parser)
+    options = options_from(args)
     started = time.perf_counter()
     try:
         manifest = export_model(args.model_dir, args.out, options)
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(manifest, args.out, time.perf_counter() - started))
     if args.record_in_card:
         card = load_model_card(args.model_dir)
+        ranges = args.out / CALIBRATION_RANGES_FILE
+        if manifest.quantization is not None and ranges.resolve() != (args.model_dir / ranges.name).resolve():
+            shutil.copyfile(ranges, args.model_dir / ranges.name)  # what the card's calibration_sha256 names
         print(f"recorded in {save_model_card(card.model_copy(update={'export': manifest}), args.model_dir)}")
     return 0
 

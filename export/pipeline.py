@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,8 +12,9 @@ from pathlib import Path
 import keras
 import onnx
 
-from cxr.model_card import ModelCard, load_model_card, sha256_file
+from cxr.model_card import MODEL_CARD_FILE, ModelCard, load_model_card, sha256_file
 from cxr.onnx_manifest import (
+    CALIBRATION_RANGES_FILE,
     HEAD_FILE,
     INT8_ONNX_FILE,
     MANIFEST_FILE,
@@ -34,6 +36,7 @@ from export.quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_QUANT_FORMAT,
     EVALUATION_SPLIT,
+    QuantizationError,
     compare_models,
     quantize_int8,
     split_records,
@@ -47,11 +50,18 @@ SPLITS_FILE = "splits.csv"
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    labels_csv: Path | None  # and/or the dataset folders the model trained on
+    """With labels (a label table and/or the dataset folders the model trained on): calibrate on
+    the training split and compare AUROC on the test split. Without: the ranges the card records."""
+
+    labels_csv: Path | None = None
     images_dir: Path | None = None
     datasets: tuple[Path, ...] = ()
     quant_format: str = DEFAULT_QUANT_FORMAT
     max_calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+
+    @property
+    def calibrates(self) -> bool:
+        return self.labels_csv is not None or bool(self.datasets)
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,7 @@ def publish(
         staged.commit(manifest_last=MANIFEST_FILE)
         if quantization is None:  # an int8 file from an earlier export no longer matches model.onnx
             (out_dir / INT8_ONNX_FILE).unlink(missing_ok=True)
+            (out_dir / CALIBRATION_RANGES_FILE).unlink(missing_ok=True)
     finally:
         staged.discard()
     logger.info("published %s", ", ".join(str(out_dir / name) for name in staged.committed))
@@ -122,6 +133,8 @@ def publish(
 
 
 def _quantize(staged: "_Staging", card: ModelCard, model_dir: Path, options: QuantizeOptions) -> Quantization:
+    if not options.calibrates:
+        return _quantize_as_recorded(staged, card, model_dir, options.quant_format)
     splits = model_dir / SPLITS_FILE
     calibration = split_records(
         splits, options.labels_csv, options.images_dir, CALIBRATION_SPLIT, options.datasets
@@ -133,9 +146,10 @@ def _quantize(staged: "_Staging", card: ModelCard, model_dir: Path, options: Qua
     quantize_int8(
         staged.path(ONNX_FILE),
         staged.path(INT8_ONNX_FILE),
-        [r.path for r in calibration],
+        staged.path(CALIBRATION_RANGES_FILE),
         card,
         options.quant_format,
+        [r.path for r in calibration],
     )
     comparison = compare_models(staged.path(ONNX_FILE), staged.path(INT8_ONNX_FILE), evaluation, card)
     logger.info(
@@ -151,11 +165,55 @@ def _quantize(staged: "_Staging", card: ModelCard, model_dir: Path, options: Qua
         file=INT8_ONNX_FILE,
         sha256=sha256_file(staged.path(INT8_ONNX_FILE)),
         calibration_images=len(calibration),
+        calibration_sha256=sha256_file(staged.path(CALIBRATION_RANGES_FILE)),
         auroc_fp32=comparison.auroc_fp32,
         auroc_int8=comparison.auroc_int8,
         evaluated_on=f"{EVALUATION_SPLIT} split of {SPLITS_FILE} ({comparison.images} images)",
         seconds_per_image_fp32=comparison.seconds_per_image_fp32,
         seconds_per_image_int8=comparison.seconds_per_image_int8,
+    )
+
+
+def _quantize_as_recorded(
+    staged: "_Staging", card: ModelCard, model_dir: Path, quant_format: str
+) -> Quantization:
+    """The int8 model from the calibration ranges recorded beside the model, for the model.onnx
+    they were recorded with; the card's AUROC figures are kept when the file is the one they
+    describe (same sha256), else left out."""
+    card_path, ranges = model_dir / MODEL_CARD_FILE, model_dir / CALIBRATION_RANGES_FILE
+    record = card.export.quantization if card.export is not None else None
+    if card.export is None or record is None or record.calibration_sha256 is None:
+        raise QuantizationError(
+            f"{card_path}: records no int8 calibration; run `make export-int8` with the training data"
+        )
+    if not ranges.is_file() or sha256_file(ranges) != record.calibration_sha256:
+        raise QuantizationError(
+            f"{ranges}: missing, or not the calibration ranges the card records "
+            f"(sha256 {record.calibration_sha256})"
+        )
+    onnx_sha256 = sha256_file(staged.path(ONNX_FILE))
+    if onnx_sha256 != card.export.onnx_sha256:
+        raise QuantizationError(
+            f"{ranges}: recorded for model.onnx {card.export.onnx_sha256}, but this export wrote "
+            f"{onnx_sha256} (other converter versions?); calibrate again with `make export-int8`"
+        )
+    shutil.copyfile(ranges, staged.path(CALIBRATION_RANGES_FILE))
+    quantize_int8(
+        staged.path(ONNX_FILE),
+        staged.path(INT8_ONNX_FILE),
+        staged.path(CALIBRATION_RANGES_FILE),
+        card,
+        quant_format,
+    )
+    sha256 = sha256_file(staged.path(INT8_ONNX_FILE))
+    if sha256 == record.sha256:
+        return record
+    logger.warning("int8 file %s is not the recorded %s: its AUROC is not measured", sha256, record.sha256)
+    return Quantization(
+        file=INT8_ONNX_FILE,
+        sha256=sha256,
+        calibration_images=record.calibration_images,
+        calibration_sha256=record.calibration_sha256,
     )
 
 

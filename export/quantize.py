@@ -1,12 +1,19 @@
 """Static int8 quantisation calibrated on training images, judged by AUROC and speed on test images.
 
-Format QDQ (uint8 activations, int8 per-channel weights, MinMax calibration). onnxruntime's CPU
-provider fuses each QuantizeLinear/DequantizeLinear pair into its integer kernels at session
-start, and it recommends QDQ for CPU since 1.11. Measured here (2-core AVX2 EPYC under a training
-load, 128 px dev model, batch 1, the three models interleaved, 60 runs each, median): fp32 0.19 s,
-QDQ 0.093 s, QOperator 0.108 s; a second run gave 0.36 / 0.17 / 0.19 s. reduce_range (7-bit
-weights) because CPUs without VNNI, like this one, can saturate the int16 intermediate sums of
-full-range uint8 x int8 products.
+Format QOperator (QLinearConv and friends written into the graph; uint8 activations, int8
+per-channel weights, MinMax calibration), with each batch normalisation first written as a
+depthwise convolution (export/batchnorm.py) so that every layer is quantised. Measured on model
+2.1.0 (224 px, 2-core Intel Xeon with AVX-512 VNNI, 2026-12-06, batch 1, medians of 4 alternated
+rounds of 10 runs): QOperator 12.3 ms with two threads and 18.9 ms with one, QDQ (onnxruntime
+fusing each QuantizeLinear/DequantizeLinear pair at session start) 13.5 and 19.9 ms, the same
+mean AUROC on the test split (0.7025 both; fp32 0.7052). On the AVX2 EPYC host with the 128 px dev
+model and no depthwise rewrite, QDQ had been ahead (0.093 against 0.108 s). reduce_range (7-bit
+weights) because CPUs without VNNI can saturate the int16 intermediate sums of full-range uint8 x
+int8 products; on this VNNI host full range measured 0.7041.
+
+The calibration writes the tensors' ranges (onnxruntime's calibration cache, about 90 kB);
+`make export-int8` records them beside the model and their sha256 in its card, and an export
+without the images (`make export`, the Docker image) quantises with them: the same int8 file.
 
 The AUROC is compared on the test split: nothing is chosen on it (the format is fixed above), so
 it stays the held-out estimate the model card reports; the validation split chose thresholds.
@@ -14,6 +21,7 @@ it stays the held-out estimate the model card reports; the validation split chos
 
 import csv
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -21,20 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, load_tensors_data, save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from cxr.model_card import ModelCard
 from cxr.onnx_manifest import FEATURE_MAP_OUTPUT, INPUT_NAME, PROBABILITIES_OUTPUT
 from cxr.preprocessing import preprocess_bytes
+from export.batchnorm import batch_normalization_as_depthwise
 from training.data import Record, data_sources, labels_matrix, read_datasets
 from training.metrics import mean_auroc
 
 logger = logging.getLogger(__name__)
 
 QUANT_FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-DEFAULT_QUANT_FORMAT = "qdq"
+DEFAULT_QUANT_FORMAT = "qoperator"
 CALIBRATION_SPLIT = "train"
 EVALUATION_SPLIT = "test"
 # MinMax calibration keeps every intermediate tensor of every image (~600 in DenseNet121), so the
@@ -106,30 +117,91 @@ def load_input(path: Path, card: ModelCard) -> np.ndarray:
 
 
 def quantize_int8(
-    fp32_path: Path, int8_path: Path, calibration: Sequence[Path], card: ModelCard, quant_format: str
+    fp32_path: Path,
+    int8_path: Path,
+    ranges_path: Path,
+    card: ModelCard,
+    quant_format: str,
+    calibration: Sequence[Path] | None = None,
 ) -> None:
-    """Write the statically quantised model calibrated (MinMax) on `calibration` images."""
-    if not calibration:
+    """Write the statically quantised model. With `calibration` images: calibrate (MinMax) on them
+    and write the tensors' ranges to `ranges_path`; without: quantise with the ranges recorded
+    there, which gives the same file again without the images."""
+    if calibration is not None and not calibration:
         raise QuantizationError("no calibration images")
+    if calibration is None and not ranges_path.is_file():
+        raise QuantizationError(f"{ranges_path}: no recorded int8 calibration ranges")
     with tempfile.TemporaryDirectory(prefix="cxr-quant-") as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
+        depthwise, prepared = Path(scratch) / "depthwise.onnx", Path(scratch) / "prepared.onnx"
+        proto = onnx.load(fp32_path)
+        batch_normalization_as_depthwise(proto)
+        onnx.save(proto, depthwise)
         # Shape inference and graph folding first, as onnxruntime's quantisation guide asks. Symbolic
         # shape inference (sympy) is for dynamic shapes; only the batch axis is dynamic here.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        logger.info("calibrating int8 (%s) on %d images", quant_format, len(calibration))
-        quantize_static(
-            prepared,
-            int8_path,
-            ImageCalibration(calibration, card),
-            quant_format=QUANT_FORMATS[quant_format],
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
+        quant_pre_process(str(depthwise), str(prepared), skip_symbolic_shape=True)
+        settings = {
+            "quant_format": QUANT_FORMATS[quant_format],
+            "activation_type": QuantType.QUInt8,
+            "weight_type": QuantType.QInt8,
+            "per_channel": True,
+            "reduce_range": True,
+        }
+        if calibration is not None:
+            # onnxruntime calibrates and writes the ranges to a cache file that does not exist yet
+            # (the model it writes alongside is discarded: the ranges are adjusted first).
+            logger.info("calibrating int8 (%s) on %d images", quant_format, len(calibration))
+            calibrated = Path(scratch) / "calibrated.json"
+            quantize_static(
+                prepared,
+                Path(scratch) / "unadjusted.onnx",
+                ImageCalibration(calibration, card),
+                calibration_cache_path=calibrated,
+                **settings,
+            )
+            shutil.copyfile(calibrated, ranges_path)
+        else:
+            logger.info("int8 (%s) from the ranges recorded in %s", quant_format, ranges_path)
+        adjusted = Path(scratch) / "adjusted.json"
+        save_tensors_data(
+            shared_concatenation_ranges(onnx.load(prepared), load_tensors_data(ranges_path)), adjusted
         )
+        quantize_static(prepared, int8_path, None, calibration_cache_path=adjusted, **settings)
     outputs = [node.name for node in _session(int8_path).get_outputs()]
     if outputs != [PROBABILITIES_OUTPUT, FEATURE_MAP_OUTPUT]:
         raise QuantizationError(f"{int8_path} has outputs {outputs}, expected those of {fp32_path}")
+
+
+def shared_concatenation_ranges(proto: onnx.ModelProto, ranges: TensorsData) -> TensorsData:
+    """The calibrated ranges with every tensor joined by a Concat (its inputs and output, and so a
+    whole DenseNet block) given one range, the union of theirs.
+
+    With one scale and zero point on all sides, onnxruntime's QLinearConcat copies its inputs
+    instead of requantising each (0.9 ms of 12.6 per inference here, README: Performance). A
+    DenseNet block's last concatenation already holds every earlier one, so the union is its range."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.get(name, name) != name:
+            name = parent[name]
+        return name
+
+    for node in proto.graph.node:
+        if node.op_type == "Concat":
+            for name in node.input:
+                parent[root(name)] = root(node.output[0])
+    groups: dict[str, list[str]] = {}
+    for name in ranges.data:
+        groups.setdefault(root(name), []).append(name)
+    data = dict(ranges.data)
+    for names in groups.values():
+        if len(names) > 1:
+            lowest = min(np.min(ranges.data[name].range_value[0]) for name in names)
+            highest = max(np.max(ranges.data[name].range_value[1]) for name in names)
+            for name in names:
+                data[name] = TensorData(
+                    lowest=np.array([lowest], np.float32), highest=np.array([highest], np.float32)
+                )
+    return TensorsData(ranges.calibration_method, data)
 
 
 def compare_models(

@@ -49,16 +49,21 @@ def model_dir() -> Path:
 def onnx_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ONNX export of `model_dir`: build/ when it was made from these weights, else exported now."""
     from cxr.model_card import load_model_card
-    from cxr.onnx_manifest import MANIFEST_FILE, load_manifest
+    from cxr.onnx_manifest import CALIBRATION_RANGES_FILE, MANIFEST_FILE, load_manifest
 
     card = load_model_card(model_dir)
+    # As `make export`: the int8 model too, from the calibration ranges recorded beside the model.
+    int8 = ["--quantize", "int8"] if (model_dir / CALIBRATION_RANGES_FILE).is_file() else []
     chosen = os.environ.get("CXR_TEST_ONNX_DIR")
     for candidate in ([Path(chosen)] if chosen else []) + [BUILD]:
-        if (candidate / MANIFEST_FILE).is_file() and load_manifest(candidate).keras_sha256 == card.sha256:
+        if not (candidate / MANIFEST_FILE).is_file():
+            continue
+        manifest = load_manifest(candidate)
+        if manifest.keras_sha256 == card.sha256 and (manifest.quantization is not None or not int8):
             return candidate
     out = tmp_path_factory.mktemp("onnx")
     subprocess.run(
-        [sys.executable, "-m", "export", "--model-dir", str(model_dir), "--out", str(out)],
+        [sys.executable, "-m", "export", "--model-dir", str(model_dir), "--out", str(out), *int8],
         check=True,
         cwd=REPO,
     )

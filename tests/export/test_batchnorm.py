@@ -1,4 +1,5 @@
-"""export.batchnorm: Mul -> Add by per-channel constants becomes one BatchNormalization, same outputs."""
+"""export.batchnorm: Mul -> Add by per-channel constants becomes one BatchNormalization, and a
+BatchNormalization a depthwise convolution (for the quantiser), with the same outputs."""
 
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cxr.onnx_manifest import ONNX_FILE
-from export.batchnorm import restore_batch_normalization
+from export.batchnorm import batch_normalization_as_depthwise, restore_batch_normalization
 
 CHANNELS = 8
 
@@ -79,6 +80,44 @@ def test_a_factor_that_is_not_per_channel_is_left_as_it_is() -> None:
 
     assert restore_batch_normalization(proto) == 0
     assert proto.SerializeToString() == original
+
+
+def batch_normalization_graph(epsilon: float) -> onnx.ModelProto:
+    """x (N, 8, 5, 5) -> BatchNormalization (any mean and variance) -> Relu -> y."""
+    rng = np.random.default_rng(2)
+    values = {
+        "scale": rng.normal(size=CHANNELS),
+        "offset": rng.normal(size=CHANNELS),
+        "mean": rng.normal(size=CHANNELS),
+        "var": rng.uniform(0.5, 2.0, size=CHANNELS),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("BatchNormalization", ["x", *values], ["normal"], name="bn", epsilon=epsilon),
+            helper.make_node("Relu", ["normal"], ["y"], name="relu"),
+        ],
+        "batch_normalization",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", CHANNELS, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", CHANNELS, 5, 5])],
+        [numpy_helper.from_array(value.astype(np.float32), name) for name, value in values.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 1e-3])
+def test_a_batch_normalization_becomes_a_depthwise_convolution_with_the_same_outputs(epsilon: float) -> None:
+    proto = batch_normalization_graph(epsilon)
+    x = np.random.default_rng(3).normal(size=(2, CHANNELS, 5, 5)).astype(np.float32)
+    before = run(proto, x)
+
+    assert batch_normalization_as_depthwise(proto) == 1
+
+    onnx.checker.check_model(proto)
+    (conv, relu) = proto.graph.node
+    assert (conv.op_type, relu.op_type) == ("Conv", "Relu")
+    assert helper.get_attribute_value(next(a for a in conv.attribute if a.name == "group")) == CHANNELS
+    assert len(proto.graph.initializer) == 2  # weight and bias; the four statistics are gone
+    np.testing.assert_allclose(run(proto, x)[0], before[0], rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -9,14 +9,6 @@ from cxr.onnx_manifest import ExportManifest, Parity, Quantization, load_manifes
 from export.__main__ import main, summary
 
 
-def test_quantize_without_labels_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--model-dir", str(tmp_path), "--out", str(tmp_path / "build"), "--quantize", "int8"])
-
-    assert exit_info.value.code == 2
-    assert "--labels-csv" in capsys.readouterr().err
-
-
 def test_summary_states_parity_and_int8_numbers() -> None:
     manifest = ExportManifest(
         onnx_sha256="a" * 64,

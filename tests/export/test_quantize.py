@@ -1,6 +1,7 @@
 """export.quantize: split selection, and an int8 build judged against fp32 in the manifest."""
 
 import csv
+import shutil
 from pathlib import Path
 
 import keras
@@ -8,9 +9,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
+from onnxruntime.quantization import CalibrationMethod
+from onnxruntime.quantization.calibrate import TensorsData
 
-from cxr.model_card import load_model_card, sha256_file
+from cxr.model_card import ModelCard, load_model_card, save_model_card, sha256_file
 from cxr.onnx_manifest import (
+    CALIBRATION_RANGES_FILE,
     FEATURE_MAP_OUTPUT,
     INPUT_NAME,
     INT8_ONNX_FILE,
@@ -19,7 +24,7 @@ from cxr.onnx_manifest import (
     load_manifest,
 )
 from export.pipeline import ExportOptions, QuantizeOptions, publish
-from export.quantize import QuantizationError, split_records
+from export.quantize import QuantizationError, shared_concatenation_ranges, split_records
 
 
 def write_splits(path: Path, rows: dict[str, str]) -> Path:
@@ -81,26 +86,28 @@ def test_split_records_refuses_an_empty_or_unlabelled_split(
 @pytest.mark.slow
 def test_int8_export_is_recorded_and_close_to_fp32(
     exported: Path,
-    tiny_model_dir: Path,
+    model_copy: Path,
     two_outputs: keras.Model,
     fixture_images: list[Path],
     fixture_inputs: np.ndarray,
     labels_csv: Path,
     tmp_path: Path,
 ) -> None:
-    """Calibrated on the two "train" fixtures, scored on the two "test" ones (see conftest.py)."""
-    card = load_model_card(tiny_model_dir)
+    """Calibrated on the two "train" fixtures, scored on the two "test" ones (see conftest.py);
+    then rebuilt without them from the ranges recorded beside the model: the same file."""
+    card = load_model_card(model_copy)
     out_dir = tmp_path / "build"
     options = ExportOptions(
         parity_images=fixture_images, quantize=QuantizeOptions(labels_csv, images_dir=labels_csv.parent)
     )
 
-    manifest = publish(out_dir, onnx.load(exported / ONNX_FILE), two_outputs, card, tiny_model_dir, options)
+    manifest = publish(out_dir, onnx.load(exported / ONNX_FILE), two_outputs, card, model_copy, options)
 
     quantization = manifest.quantization
     assert quantization is not None and load_manifest(out_dir) == manifest
     assert quantization.file == INT8_ONNX_FILE
     assert quantization.sha256 == sha256_file(out_dir / INT8_ONNX_FILE)
+    assert quantization.calibration_sha256 == sha256_file(out_dir / CALIBRATION_RANGES_FILE)
     assert quantization.calibration_images == 2
     assert quantization.evaluated_on == "test split of splits.csv (2 images)"
     assert quantization.auroc_fp32 is not None and quantization.auroc_int8 is not None
@@ -111,3 +118,62 @@ def test_int8_export_is_recorded_and_close_to_fp32(
     # A loose bound: int8 error is not parity, but a broken calibration is off by far more than this.
     feed = {INPUT_NAME: fixture_inputs}
     assert np.max(np.abs(int8.run(None, feed)[0] - fp32.run(None, feed)[0])) < 0.05
+
+    # The record `make export-int8` leaves: the manifest in the card, the ranges beside the model.
+    recorded = save_recorded(model_copy, card.model_copy(update={"export": manifest}), out_dir)
+    rebuilt = tmp_path / "rebuilt"
+    from_record = ExportOptions(parity_images=fixture_images, quantize=QuantizeOptions())
+
+    again = publish(rebuilt, onnx.load(exported / ONNX_FILE), two_outputs, recorded, model_copy, from_record)
+
+    assert again.quantization == quantization  # the same int8 file, so its AUROC figures stand
+    assert sha256_file(rebuilt / INT8_ONNX_FILE) == quantization.sha256
+
+    graph = onnx.load(exported / ONNX_FILE)
+    (model_copy / CALIBRATION_RANGES_FILE).write_text("{}")
+    with pytest.raises(QuantizationError, match="not the calibration ranges the card records"):
+        publish(tmp_path / "tampered", graph, two_outputs, recorded, model_copy, from_record)
+    with pytest.raises(QuantizationError, match="records no int8 calibration"):
+        publish(tmp_path / "none", graph, two_outputs, card, model_copy, from_record)
+
+
+def save_recorded(model_dir: Path, card: ModelCard, out_dir: Path) -> ModelCard:
+    save_model_card(card, model_dir)
+    shutil.copyfile(out_dir / CALIBRATION_RANGES_FILE, model_dir / CALIBRATION_RANGES_FILE)
+    return card
+
+
+def test_tensors_joined_by_a_concatenation_share_one_range() -> None:
+    """a, b -> Concat -> c; c, d -> Concat -> e: all five get the union; f, outside, keeps its own."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+            helper.make_node("Concat", ["c", "d"], ["e"], axis=1),
+            helper.make_node("Relu", ["e"], ["f"]),
+        ],
+        "chain",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 2]) for name in "abd"],
+        [helper.make_tensor_value_info("f", TensorProto.FLOAT, [1, 6])],
+    )
+    own = {
+        "a": (-1.0, 2.0),
+        "b": (0.0, 5.0),
+        "c": (-1.0, 5.0),
+        "d": (-3.0, 1.0),
+        "e": (-3.0, 5.0),
+        "f": (0.0, 5.0),
+    }
+    ranges = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            name: (np.array([low], np.float32), np.array([high], np.float32))
+            for name, (low, high) in own.items()
+        },
+    )
+
+    shared = shared_concatenation_ranges(helper.make_model(graph), ranges)
+
+    for name in "abcde":
+        assert [float(value[0]) for value in shared.data[name].range_value] == [-3.0, 5.0], name
+    assert shared.data["f"] is ranges.data["f"]
+    assert [float(value[0]) for value in ranges.data["a"].range_value] == [-1.0, 2.0]  # not changed in place
