@@ -9,6 +9,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -61,6 +62,12 @@ class DecodedImage:
     chroma: float  # mean |colour - grey| in [0, 1] before conversion; 0 for greyscale sources
     bit_depth: int
     instance: DicomInstance | None = None  # for DICOM sources only
+
+    @cached_property
+    def float_image(self) -> Image.Image:
+        """The pixels as a Pillow float ("F") image, made once for every resize of this image
+        (each would otherwise copy the full resolution into Pillow first: 0.6 ms at 1024 px)."""
+        return Image.fromarray(np.ascontiguousarray(self.pixels, dtype=np.float32))
 
 
 # What Pillow raises on damaged files (UnidentifiedImageError and truncation are OSErrors).

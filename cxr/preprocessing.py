@@ -11,12 +11,18 @@ from PIL import Image
 from cxr.imaging import DEFAULT_MAX_PIXELS, decode_image
 
 
-def resize_grey(pixels: np.ndarray, size: int) -> np.ndarray:
-    """Resize a float greyscale image to size x size (antialiased bilinear, in float precision).
+def resize_grey(pixels: np.ndarray | Image.Image, size: int) -> np.ndarray:
+    """Resize a float greyscale image (an array, or the same as a Pillow "F" image) to size x size
+    (antialiased bilinear, in float precision).
 
     Non-square images are stretched, as NIH images are square and CheXNet resized them directly.
     """
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32))
+    if isinstance(pixels, Image.Image):
+        if pixels.mode != "F":
+            raise ValueError(f"resize_grey takes a float ('F') image, not mode {pixels.mode!r}")
+        image = pixels
+    else:
+        image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32))
     resized = image.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
 
@@ -27,8 +33,8 @@ def normalise(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
     return np.repeat(standard[..., np.newaxis], 3, axis=-1)
 
 
-def preprocess_pixels(pixels: np.ndarray, size: int, mean: float, std: float) -> np.ndarray:
-    """Greyscale [0, 1] pixels -> (size, size, 3) float32 model input."""
+def preprocess_pixels(pixels: np.ndarray | Image.Image, size: int, mean: float, std: float) -> np.ndarray:
+    """Greyscale [0, 1] pixels (an array or a Pillow "F" image) -> (size, size, 3) float32 model input."""
     return normalise(resize_grey(pixels, size), mean, std)
 
 

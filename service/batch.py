@@ -97,7 +97,9 @@ class OnnxScorer:
         if int8:
             quantization = self.manifest.quantization
             if quantization is None:
-                raise BatchInputError(f"{onnx_dir} has no int8 model (the export did not quantise)")
+                raise BatchInputError(
+                    f"{onnx_dir} has no int8 model (the export did not quantise): use --precision fp32"
+                )
             self.onnx_path, expected = Path(onnx_dir) / quantization.file, quantization.sha256
         data = self.onnx_path.read_bytes()
         if hashlib.sha256(data).hexdigest() != expected:
@@ -416,7 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime intra-op threads (default ORT_INTRA_OP_THREADS, else 1 with --batch-size 1 "
         "and one per core with larger batches)",
     )
-    parser.add_argument("--int8", action="store_true", help="use the int8 model the export quantised")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default=os.environ.get("MODEL_PRECISION") or "int8",
+        help="the ONNX graph: int8 (the export's quantised model, as the API serves by default) or "
+        "fp32 (default MODEL_PRECISION, else int8)",
+    )
     parser.add_argument(
         "--allow-spinning",
         action="store_true",
@@ -457,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorer = OnnxScorer(
             args.model_dir,
             args.onnx_dir,
-            int8=args.int8,
+            int8=args.precision == "int8",
             threads=args.threads or (1 if args.batch_size == 1 else 0),
             allow_spinning=args.allow_spinning,
         )

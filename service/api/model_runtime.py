@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 from pydantic import ValidationError
 
 from cxr.labels import LABELS
@@ -68,7 +69,7 @@ class ModelRuntime:
     def input_size(self) -> int:
         return self.card.input_size
 
-    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+    def preprocess(self, pixels: np.ndarray | Image.Image) -> np.ndarray:
         """Greyscale [0, 1] pixels -> the (size, size, 3) model input (the shared preprocessing)."""
         normalisation = self.card.normalisation
         return preprocess_pixels(pixels, self.card.input_size, normalisation.mean, normalisation.std)

@@ -70,7 +70,7 @@ def image_statistics(image: DecodedImage) -> ImageStatistics:
     # In float32 throughout: numpy's pairwise sums keep 7 digits here, far finer than any margin
     # below, and float64 copies cost a third of the statistics' time.
     contrast = float(image.pixels[::step, ::step].std())
-    pixels = resize_grey(image.pixels, ANALYSIS_SIZE)  # the only resize of the full resolution
+    pixels = resize_grey(image.float_image, ANALYSIS_SIZE)  # the only resize of the full resolution
     down, right = np.diff(pixels, axis=0)[:, :-1], np.diff(pixels, axis=1)[:-1, :]
     gradient = np.sqrt(down**2 + right**2)  # not np.hypot: slower, and [0, 1] steps cannot overflow
     # The most common of 20 grey levels; 1.0 (and resampling's rounding above it) is the top level.

@@ -71,8 +71,9 @@ def analyse(
     decoded = decode_image(image, settings.max_pixels, min_side=needed)
     height, width = decoded.pixels.shape
     size = check_heatmap_size(heatmap_size, runtime.input_size, (height, width), settings.heatmap_max_size)
+    source = decoded.float_image  # made once, here: the guard, the model and an overlay resize it
     guard = state.side_thread.submit(out_of_distribution_reasons, decoded) if is_alone(state) else None
-    tensor = runtime.preprocess(decoded.pixels)
+    tensor = runtime.preprocess(source)
     metrics.preprocess_seconds.observe(time.perf_counter() - started)
     if guard is None:
         # Under load every core is busy: the guard runs first, so a refused image costs no inference.
@@ -83,7 +84,7 @@ def analyse(
         # verdict is still awaited before any answer.
         prediction = infer(state, runtime, tensor)
         reasons = checked(guard.result(), settings.ood_mode)
-    background = resize_grey(decoded.pixels, size) if overlay else None
+    background = resize_grey(source, size) if overlay else None
     return Analysis(
         prediction.probabilities,
         prediction.feature_map,
@@ -212,11 +213,15 @@ async def predict(state: ServiceState, runtime: ModelRuntime, request: Predictio
         state, runtime, analysis, request.spec.select(analysis.probabilities)
     )
     warnings += heatmap_warnings
-    # Also when there is nothing to render: this await is the first cancellation point after the
-    # (uncancellable) analysis, where REQUEST_TIMEOUT_SECONDS turns a late prediction into a 503.
-    heatmaps = await anyio.to_thread.run_sync(
-        partial(render_all, maps, analysis, request.style), limiter=state.render_limiter
-    )
+    # Either way a cancellation point after the (uncancellable) analysis, where
+    # REQUEST_TIMEOUT_SECONDS turns a late prediction into a 503; no thread hop when nothing is drawn.
+    if maps:
+        heatmaps = await anyio.to_thread.run_sync(
+            partial(render_all, maps, analysis, request.style), limiter=state.render_limiter
+        )
+    else:
+        await anyio.lowlevel.checkpoint()
+        heatmaps = {}
     if engine is not None:
         state.metrics.heatmap_responses.labels(engine).inc()
     card = runtime.card
@@ -225,7 +230,9 @@ async def predict(state: ServiceState, runtime: ModelRuntime, request: Predictio
         findings=findings_of(analysis.probabilities, card.thresholds),
         heatmaps=heatmaps,
         heatmap_engine=engine if heatmaps else None,
-        model=ModelInfo(name=card.name, version=card.version, sha256=card.sha256),
+        model=ModelInfo(
+            name=card.name, version=card.version, sha256=card.sha256, precision=runtime.precision
+        ),
         request_id=current_request_id() or "",
         warnings=warnings,
     )

@@ -32,6 +32,10 @@ class ModelInfo(BaseModel):
     name: str = Field(examples=["chexnet-densenet121"])
     version: str = Field(examples=["1.0.0"])
     sha256: str = Field(description="sha256 of the trained weights (as in the model card).")
+    precision: Literal["fp32", "int8"] = Field(
+        description="The ONNX graph that computed the probabilities: int8 (quantised from the weights "
+        "above) or fp32 (MODEL_PRECISION); Grad-CAM heatmaps are fp32 either way."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -122,6 +126,7 @@ class ModelReadiness(BaseModel):
     name: str | None = None
     version: str | None = None
     sha256: str | None = None
+    precision: Literal["fp32", "int8"] | None = None
     error: str | None = Field(default=None, description="Why loading failed (the process then exits).")
 
 

@@ -48,9 +48,16 @@ def test_bytes_pixels_and_file_paths_agree_exactly(path: Path) -> None:
     from_bytes = preprocess_bytes(data, 64, 0.5, 0.25)
     from_pixels = preprocess_pixels(decode_image(data).pixels, 64, 0.5, 0.25)
     from_file = normalise(load_grey(str(path), 64), 0.5, 0.25)
+    from_float_image = preprocess_pixels(decode_image(data).float_image, 64, 0.5, 0.25)  # the service's
     assert from_bytes.shape == (64, 64, 3) and from_bytes.dtype == np.float32
     np.testing.assert_array_equal(from_bytes, from_pixels)
     np.testing.assert_array_equal(from_bytes, from_file)
+    np.testing.assert_array_equal(from_bytes, from_float_image)
+
+
+def test_resize_takes_only_a_float_pillow_image() -> None:
+    with pytest.raises(ValueError, match="float"):
+        resize_grey(Image.new("L", (64, 64)), 32)
 
 
 def test_an_rgb_png_of_a_grey_image_preprocesses_like_the_grey_one(tmp_path: Path) -> None:

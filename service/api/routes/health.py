@@ -42,7 +42,13 @@ async def readiness_of(state: ServiceState) -> Readiness:
     model = ModelReadiness(state=state.model_state, error=state.load_error)  # type: ignore[arg-type]
     if runtime is not None:
         card = runtime.card
-        model = ModelReadiness(state="ready", name=card.name, version=card.version, sha256=card.sha256)
+        model = ModelReadiness(
+            state="ready",
+            name=card.name,
+            version=card.version,
+            sha256=card.sha256,
+            precision=runtime.precision,
+        )
     sidecar = None
     if state.sidecar is not None:
         client = state.sidecar

@@ -31,6 +31,7 @@ def test_ready_but_degraded_without_a_sidecar(
         "name": runtime.card.name,
         "version": runtime.card.version,
         "sha256": runtime.card.sha256,
+        "precision": runtime.precision,
         "error": None,
     }
     sidecar = body["sidecar"]

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from api_helpers import MakeSettings, served, upload
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from cxr.imaging import decode_image
-from cxr.model_card import MODEL_CARD_FILE
-from cxr.onnx_manifest import INT8_ONNX_FILE, MANIFEST_FILE
+from cxr.labels import LABELS
+from cxr.model_card import MODEL_CARD_FILE, load_model_card
+from cxr.onnx_manifest import CALIBRATION_RANGES_FILE, INT8_ONNX_FILE, MANIFEST_FILE, load_manifest
+from service.api.app import create_app
 from service.api.model_runtime import ModelLoadError, ModelRuntime, load_model_runtime
 
 
@@ -99,3 +102,25 @@ def test_the_session_under_load_gives_the_same_answers(
     np.testing.assert_allclose(loaded.feature_map, alone.feature_map, atol=1e-4)
     # The same number of threads in both: no second session.
     assert load_model_runtime(model_dir, onnx_dir, 1, 1, threads_under_load=1).loaded_session is None
+
+
+def test_the_default_serves_the_int8_model_the_card_records(
+    model_dir: Path, onnx_dir: Path, make_settings: MakeSettings, runtime: ModelRuntime, radiograph_png: bytes
+) -> None:
+    """MODEL_PRECISION defaults to int8: the export's model.int8.onnx, built from the calibration
+    ranges recorded beside the model, is the file whose AUROC the card records, and it answers."""
+    if not (model_dir / CALIBRATION_RANGES_FILE).is_file():
+        pytest.skip(f"{model_dir} records no int8 calibration")
+    settings = make_settings()
+    assert settings.model_precision == "int8"
+    recorded = load_model_card(model_dir).export
+    assert recorded is not None and recorded.quantization is not None
+    assert load_manifest(onnx_dir).quantization == recorded.quantization
+
+    with served(create_app(settings)) as client:
+        answer = upload(client, radiograph_png, "?heatmaps=none").json()
+
+    assert answer["model"]["precision"] == "int8"
+    fp32 = runtime.predict(radiograph_tensor(runtime, radiograph_png)).probabilities
+    int8 = np.array([answer["probabilities"][label] for label in LABELS])
+    assert 0 < np.abs(int8 - fp32).max() < 0.1

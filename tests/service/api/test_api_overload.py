@@ -4,6 +4,7 @@ and 503 when a prediction runs past REQUEST_TIMEOUT_SECONDS."""
 import threading
 import time
 
+import pytest
 from api_helpers import MakeSettings, Serve, assert_problem, hold_slot, release, upload
 
 
@@ -52,11 +53,12 @@ def test_a_queued_request_waits_and_the_next_one_is_refused(
         assert admission.queued == 0 and admission.running == 0
 
 
+@pytest.mark.parametrize("query", ["", "?heatmaps=none"])  # with heatmaps to draw, and without
 def test_a_prediction_over_the_request_timeout_is_503(
-    serve: Serve, make_settings: MakeSettings, radiograph_png: bytes
+    serve: Serve, make_settings: MakeSettings, radiograph_png: bytes, query: str
 ) -> None:
     with serve(make_settings(request_timeout_seconds=0.001)) as client:
-        response = upload(client, radiograph_png)
+        response = upload(client, radiograph_png, query)
         problem = assert_problem(response, 503)
         assert problem["type"] == "urn:cxr:problem:timeout" and response.headers["retry-after"]
         assert 'cxr_requests_rejected_total{reason="timeout"} 1.0' in client.get("/metrics").text

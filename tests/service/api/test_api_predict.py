@@ -63,7 +63,12 @@ def test_every_field_of_the_answer(answer: dict[str, object], runtime: ModelRunt
     assert isinstance(probabilities, dict) and list(probabilities) == list(LABELS)
     assert all(0.0 <= value <= 1.0 for value in probabilities.values())
     card = runtime.card
-    assert answer["model"] == {"name": card.name, "version": card.version, "sha256": card.sha256}
+    assert answer["model"] == {
+        "name": card.name,
+        "version": card.version,
+        "sha256": card.sha256,
+        "precision": runtime.precision,
+    }
     assert answer["request_id"] == answer["_header_request_id"]
     assert answer["heatmaps"] == {} and answer["heatmap_engine"] is None and answer["warnings"] == []
 
