@@ -6,12 +6,13 @@ in rounds (its two sides alternated, the order flipped every other round) and ju
 (a) throughput at concurrency 8: the service / the naive baseline (bench/baseline_app.py: the same
     Keras model behind FastAPI, model.predict per request)                           target >= 3
 (b) probabilities-only p50 at concurrency 1: the service / bare in-process decode + preprocess +
-    onnxruntime (a default session) on the same image                              target <= 1.0
+    onnxruntime (a default session on model.onnx) on the same image               target <= 1.0;
+    beside it, the same loop on the model the service serves (MODEL_PRECISION), without a target
 (c) p50 of a request with heatmaps for all 14 labels / for 1 label                  target <= 1.5
 (d) int8 (MODEL_PRECISION=int8) as the default: its speed-up in (b), fp32 p50 / int8 p50, at least
     1.5 and its mean AUROC change on the test split (the export's manifest) at most 0.005
-(e) throughput at concurrency 8: the service / the roof, the bare loop of (b) single-threaded in
-    one process per core (images/s)                                                 target >= 0.85
+(e) throughput at concurrency 8: the service / the roof, the bare loop single-threaded in one
+    process per core on the model the service serves (images/s)                     target >= 0.85
 memory: the API's RSS during (a) (target <= 600 MB), the sidecar's during (c)
 stages: CPU time per stage of one request (bench.stages), against the API process's CPU per request
 batch: `python -m service.batch` images/s / bare onnxruntime on the same files       target >= 0.9
@@ -33,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,17 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     services: list[Service] = []
     try:
-        print("starting sidecar, API, int8 API and the naive baseline ...", flush=True)
+        print("starting sidecar, API (and one of the other precision), naive baseline ...", flush=True)
         sidecar = start_sidecar(args.model_dir, log_dir, args.start_timeout)
         services.append(sidecar)
+        settings = api_settings(args.model_dir, args.onnx_dir, sidecar.url)
+        served_int8 = settings.model_precision == "int8"
+        results["model_precision"] = settings.model_precision
         api = start_api(args.model_dir, args.onnx_dir, sidecar.url, log_dir)
         services.append(api)
-        int8_api: Service | None = None
+        # (d) needs both precisions: the service as configured, and one of the other precision.
+        other_api: Service | None = None
         if quantization is not None:
-            int8_api = start_api(
-                args.model_dir, args.onnx_dir, sidecar.url, log_dir, {"MODEL_PRECISION": "int8"}
+            other = "fp32" if served_int8 else "int8"
+            other_api = start_api(
+                args.model_dir, args.onnx_dir, sidecar.url, log_dir, {"MODEL_PRECISION": other}
             )
-            services.append(int8_api)
+            services.append(other_api)
         baseline: Service | None = None
         if not args.skip_baseline:
             try:
@@ -170,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
                 results["baseline_error"] = str(error).splitlines()[0]
 
         print("stages: CPU time per stage of one request ...", flush=True)
-        settings = api_settings(args.model_dir, args.onnx_dir, sidecar.url)
         results["stages"] = stage_table(api, settings, image, args.stage_repeats)
         results["api_settings"] = {
             "ort_intra_op_threads": settings.ort_intra_op_threads,
@@ -180,18 +186,21 @@ def main(argv: list[str] | None = None) -> int:
         }
 
         print(
-            f"(b)/(d) p50 at concurrency 1: service, bare loop{', int8 service' if int8_api else ''} ...",
+            f"(b)/(d) p50 at concurrency 1: service, bare loop{', other precision' if other_api else ''} ...",
             flush=True,
         )
-        bare = BareOnnx(args.model_dir, args.onnx_dir)
+        bares = {"bare": BareOnnx(args.model_dir, args.onnx_dir)}
+        if served_int8:
+            bares["bare served"] = BareOnnx(args.model_dir, args.onnx_dir, int8=True)
+        served_bare = Comparison("b", "", 1.0, False, " ms")
         singles: list[LoadResult] = []
         for index in range(args.rounds):
             p50: dict[str, float | None] = {}
-            for side in ordered(index, "service", "bare", "int8"):
-                if side == "bare":
-                    p50[side] = statistics.median(timed_ms(lambda: bare.score(image), args.requests))
-                elif side == "service" or int8_api is not None:
-                    target = api if side == "service" else int8_api
+            for side in ordered(index, "service", *bares, "other"):
+                if side in bares:
+                    p50[side] = statistics.median(timed_ms(partial(bares[side].score, image), args.requests))
+                elif side == "service" or other_api is not None:
+                    target = api if side == "service" else other_api
                     assert target is not None
                     result = load(
                         target,
@@ -205,12 +214,21 @@ def main(argv: list[str] | None = None) -> int:
                         singles.append(result)
                     p50[side] = result.percentile(50)
             comparisons["b"].add(p50["service"], p50["bare"])
-            if int8_api is not None:
-                comparisons["d"].add(p50["service"], p50["int8"])
+            if "bare served" in bares:
+                served_bare.add(p50["service"], p50["bare served"])
+            if other_api is not None:
+                fp32, int8 = ("other", "service") if served_int8 else ("service", "other")
+                comparisons["d"].add(p50[fp32], p50[int8])
+        if served_bare.ratios:
+            summary = served_bare.summary()
+            comparisons["b"].detail = (
+                f"the same loop on model.int8.onnx, as served: {summary['denominator_median']} ms, "
+                f"service / it {summary['value']} [{summary['low']}, {summary['high']}]"
+            )
         results["service_c1_probabilities"] = merge(singles).summary()
-        if int8_api is not None:
-            int8_api.stop()
-            services.remove(int8_api)
+        if other_api is not None:
+            other_api.stop()
+            services.remove(other_api)
 
         print(
             f"(a)/(e) throughput at concurrency {args.concurrency}: service, naive baseline, roof ...",
@@ -219,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         served: list[LoadResult] = []
         api_peaks: list[float] = []
         baseline_peaks: list[float] = []
-        with Roof(args.model_dir, args.onnx_dir, image) as roof:
+        with Roof(args.model_dir, args.onnx_dir, image, int8=served_int8) as roof:
             results["roof_processes"] = roof.processes
             for index in range(args.rounds):
                 rate: dict[str, float | None] = {}
@@ -346,7 +364,10 @@ def report_rows(
     rows = [comparisons[key].summary() for key in ("a", "b", "c")]
     rows.append(int8_row(comparisons["d"], quantization))
     rows.append(comparisons["e"].summary())
-    rows[-1]["detail"] = f"roof: {results.get('roof_processes')} single-threaded processes"
+    rows[-1]["detail"] = (
+        f"roof: {results.get('roof_processes')} single-threaded processes on the served "
+        f"{results.get('model_precision', 'fp32')} model"
+    )
     rss = results["api_rss_mb"]["peak_under_load"]
     rows.append(
         row(

@@ -75,9 +75,9 @@ _worker: BareOnnx | None = None
 _image: bytes = b""
 
 
-def _load_worker(model_dir: Path, onnx_dir: Path, image: bytes) -> None:
+def _load_worker(model_dir: Path, onnx_dir: Path, image: bytes, int8: bool) -> None:
     global _worker, _image
-    _worker, _image = BareOnnx(model_dir, onnx_dir, threads=1), image
+    _worker, _image = BareOnnx(model_dir, onnx_dir, threads=1, int8=int8), image
     for _ in range(3):
         _worker.score(_image)
 
@@ -96,16 +96,19 @@ def _loop_until(start_at: float, seconds: float) -> int:
 
 class Roof:
     """`processes` worker processes (default: one per usable core), each a bare single-threaded
-    decode + preprocess + onnxruntime loop on the same image; `images_per_second` runs them all
-    at once for a while. Start once, measure in each round, close at the end."""
+    decode + preprocess + onnxruntime loop (on model.int8.onnx with `int8`) on the same image;
+    `images_per_second` runs them all at once for a while. Start once, measure in each round,
+    close at the end."""
 
-    def __init__(self, model_dir: Path, onnx_dir: Path, image: bytes, processes: int = 0) -> None:
+    def __init__(
+        self, model_dir: Path, onnx_dir: Path, image: bytes, processes: int = 0, int8: bool = False
+    ) -> None:
         self.processes = processes or len(os.sched_getaffinity(0))
         self._pool = ProcessPoolExecutor(
             self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_load_worker,
-            initargs=(model_dir, onnx_dir, image),
+            initargs=(model_dir, onnx_dir, image, int8),
         )
         # Start every worker now (each runs its initializer once), not inside the first round.
         list(self._pool.map(_sleep, [0.2] * self.processes))

@@ -111,7 +111,9 @@ def in_process_stages(settings: Any, image: bytes, repeats: int) -> dict[str, fl
             findings=findings_of(probabilities, card.thresholds),
             heatmaps={},
             heatmap_engine=None,
-            model=ModelInfo(name=card.name, version=card.version, sha256=card.sha256),
+            model=ModelInfo(
+                name=card.name, version=card.version, sha256=card.sha256, precision=runtime.precision
+            ),
             request_id="0" * 32,
             warnings=[],
         )
