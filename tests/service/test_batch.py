@@ -50,11 +50,15 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _reference(model_dir: Path, onnx_dir: Path, files: list[Path]) -> np.ndarray:
-    """Bare onnxruntime on cxr.preprocessing, one image at a time."""
+def _reference(model_dir: Path, onnx_dir: Path, files: list[Path], precision: str = "fp32") -> np.ndarray:
+    """Bare onnxruntime (the export's file of that precision) on cxr.preprocessing, one image at a time."""
     card = load_model_card(model_dir)
     manifest = load_manifest(onnx_dir)
-    session = ort.InferenceSession(str(onnx_dir / manifest.onnx_file), providers=["CPUExecutionProvider"])
+    name = manifest.onnx_file
+    if precision == "int8":
+        assert manifest.quantization is not None
+        name = manifest.quantization.file
+    session = ort.InferenceSession(str(onnx_dir / name), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     out = []
     for file in files:
@@ -65,14 +69,15 @@ def _reference(model_dir: Path, onnx_dir: Path, files: list[Path]) -> np.ndarray
     return np.array(out)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_folder_scores_every_readable_image_and_reports_the_rest(
-    image_folder: Path, tmp_path: Path, model_dir: Path, onnx_dir: Path
+    image_folder: Path, tmp_path: Path, model_dir: Path, onnx_dir: Path, precision: str
 ) -> None:
+    if precision == "int8" and load_manifest(onnx_dir).quantization is None:
+        pytest.skip("this export has no int8 model")
     out = tmp_path / "scores.csv"
-    assert (
-        _run(image_folder, "--out", out, "--model-dir", model_dir, "--onnx-dir", onnx_dir, "--batch-size", 4)
-        == 0
-    )
+    arguments = ["--out", out, "--model-dir", model_dir, "--onnx-dir", onnx_dir, "--batch-size", 4]
+    assert _run(image_folder, *arguments, "--precision", precision) == 0
 
     rows = _rows(out)
     keys = [row["path"] for row in rows]
@@ -93,7 +98,7 @@ def test_folder_scores_every_readable_image_and_reports_the_rest(
 
     # Same numbers as bare onnxruntime on the shared preprocessing (batching changes nothing).
     pngs = sorted(image_folder.glob("0*.png"))
-    expected = _reference(model_dir, onnx_dir, pngs)
+    expected = _reference(model_dir, onnx_dir, pngs, precision)
     actual = np.array([scores[png.name] for png in pngs])
     np.testing.assert_allclose(actual, expected, atol=1e-5)
     # The JPEG and DICOM copies decode to (nearly) the same image, so (nearly) the same scores.
