@@ -2,14 +2,16 @@
 
 Format QOperator (QLinearConv and friends written into the graph; uint8 activations, int8
 per-channel weights, MinMax calibration), with each batch normalisation first written as a
-depthwise convolution (export/batchnorm.py) so that every layer is quantised. Measured on model
-2.1.0 (224 px, 2-core Intel Xeon with AVX-512 VNNI, 2026-12-06, batch 1, medians of 4 alternated
-rounds of 10 runs): QOperator 12.3 ms with two threads and 18.9 ms with one, QDQ (onnxruntime
-fusing each QuantizeLinear/DequantizeLinear pair at session start) 13.5 and 19.9 ms, the same
-mean AUROC on the test split (0.7025 both; fp32 0.7052). On the AVX2 EPYC host with the 128 px dev
-model and no depthwise rewrite, QDQ had been ahead (0.093 against 0.108 s). reduce_range (7-bit
-weights) because CPUs without VNNI can saturate the int16 intermediate sums of full-range uint8 x
-int8 products; on this VNNI host full range measured 0.7041.
+depthwise convolution (export/batchnorm.py) so that every layer is quantised, and the tensors a
+concatenation joins given one range (`shared_concatenation_ranges`). Measured on model 2.1.0 (224
+px, 2-core Intel Xeon with AVX-512 VNNI, 2026-12-06, batch 1, medians of 4 alternated rounds of 10
+runs), before the ranges were shared: QOperator 12.3 ms with two threads and 18.9 ms with one, QDQ
+(onnxruntime fusing each QuantizeLinear/DequantizeLinear pair at session start) 13.5 and 19.9 ms,
+both a mean AUROC of 0.7025 on the test split (fp32 0.7052); with them the shipped file takes 11.7
+and 18.1 ms and reads 0.7062. On the AVX2 EPYC host with the 128 px dev model and no depthwise
+rewrite, QDQ had been ahead (0.093 against 0.108 s). reduce_range (7-bit weights) because CPUs
+without VNNI can saturate the int16 intermediate sums of full-range uint8 x int8 products (full
+range read 0.7041 here, before the ranges were shared: no loss to recover).
 
 The calibration writes the tensors' ranges (onnxruntime's calibration cache, about 90 kB);
 `make export-int8` records them beside the model and their sha256 in its card, and an export
@@ -161,14 +163,29 @@ def quantize_int8(
             shutil.copyfile(calibrated, ranges_path)
         else:
             logger.info("int8 (%s) from the ranges recorded in %s", quant_format, ranges_path)
+        graph, ranges = onnx.load(prepared), load_tensors_data(ranges_path)
+        check_ranges_belong(graph, ranges, ranges_path)
         adjusted = Path(scratch) / "adjusted.json"
-        save_tensors_data(
-            shared_concatenation_ranges(onnx.load(prepared), load_tensors_data(ranges_path)), adjusted
-        )
+        save_tensors_data(shared_concatenation_ranges(graph, ranges), adjusted)
         quantize_static(prepared, int8_path, None, calibration_cache_path=adjusted, **settings)
     outputs = [node.name for node in _session(int8_path).get_outputs()]
     if outputs != [PROBABILITIES_OUTPUT, FEATURE_MAP_OUTPUT]:
         raise QuantizationError(f"{int8_path} has outputs {outputs}, expected those of {fp32_path}")
+
+
+def check_ranges_belong(proto: onnx.ModelProto, ranges: TensorsData, ranges_path: Path) -> None:
+    """Refuse ranges that name tensors the graph does not have: recorded for another graph (a
+    tensor without a range would silently stay float). The names are the graph's structure, so
+    a model.onnx whose constants differ in their last bits (another CPU) keeps them."""
+    graph = proto.graph
+    tensors = {name for node in graph.node for name in (*node.input, *node.output)}
+    unknown = sorted(set(ranges.data) - tensors)
+    if unknown or not ranges.data:
+        example = f" (e.g. {unknown[0]})" if unknown else ""
+        raise QuantizationError(
+            f"{ranges_path}: ranges of {len(unknown)} of {len(ranges.data)} tensors this graph does not "
+            f"have{example}; recorded for another model.onnx: calibrate again with `make export-int8`"
+        )
 
 
 def shared_concatenation_ranges(proto: onnx.ModelProto, ranges: TensorsData) -> TensorsData:

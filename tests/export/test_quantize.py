@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 from onnxruntime.quantization import CalibrationMethod
-from onnxruntime.quantization.calibrate import TensorsData
+from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
 from cxr.model_card import ModelCard, load_model_card, save_model_card, sha256_file
 from cxr.onnx_manifest import (
@@ -133,6 +133,18 @@ def test_int8_export_is_recorded_and_close_to_fp32(
     (model_copy / CALIBRATION_RANGES_FILE).write_text("{}")
     with pytest.raises(QuantizationError, match="not the calibration ranges the card records"):
         publish(tmp_path / "tampered", graph, two_outputs, recorded, model_copy, from_record)
+    # Ranges of another graph, recorded as if they were this model's.
+    one = np.array([1.0], np.float32)
+    save_tensors_data(
+        TensorsData(CalibrationMethod.MinMax, {"elsewhere": (-one, one)}), model_copy / "x.json"
+    )
+    (model_copy / "x.json").replace(model_copy / CALIBRATION_RANGES_FILE)
+    other = quantization.model_copy(
+        update={"calibration_sha256": sha256_file(model_copy / CALIBRATION_RANGES_FILE)}
+    )
+    foreign = recorded.model_copy(update={"export": manifest.model_copy(update={"quantization": other})})
+    with pytest.raises(QuantizationError, match="tensors this graph does not have"):
+        publish(tmp_path / "foreign", graph, two_outputs, foreign, model_copy, from_record)
     with pytest.raises(QuantizationError, match="records no int8 calibration"):
         publish(tmp_path / "none", graph, two_outputs, card, model_copy, from_record)
 
