@@ -156,7 +156,8 @@ def _read_int8(manifest: ExportManifest, manifest_path: Path) -> tuple[Path, byt
     if manifest.quantization is None:
         raise ModelLoadError(
             manifest_path,
-            "MODEL_PRECISION=int8, but the export has no int8 model (build it with `make export-int8`)",
+            "MODEL_PRECISION=int8, but the export has no int8 model: build it with `make export` (from "
+            "the ranges recorded beside the model) or `make export-int8`, or set MODEL_PRECISION=fp32",
         )
     path = manifest_path.parent / manifest.quantization.file
     return path, _read_checked(path, manifest.quantization.sha256)
