@@ -1,12 +1,15 @@
 """CPU time per inference of the served model under each onnxruntime setting the API offers:
 precision, intra-op threads, spinning. CPU time of the whole process (every pool thread), so the
-figures hold on a busy machine, where wall time does not.
+figures hold on a busy machine, where wall time does not; the median wall time beside it holds
+only on an idle one.
 
     .venv/bin/python -m bench.ort_cpu [--repeats 40]
 """
 
 import argparse
 import resource
+import statistics
+import time
 from pathlib import Path
 
 from cxr.imaging import decode_image
@@ -36,12 +39,15 @@ def main(argv: list[str] | None = None) -> int:
             tensor = runtime.preprocess(pixels)
             for _ in range(3):
                 runtime.predict(tensor)
-            before = process_cpu_seconds()
+            before, walls = process_cpu_seconds(), []
             for _ in range(args.repeats):
+                started = time.perf_counter()
                 runtime.predict(tensor)
+                walls.append(time.perf_counter() - started)
             per_inference = (process_cpu_seconds() - before) * 1000.0 / args.repeats
             print(
-                f"{precision} threads={threads} spinning={spinning}: {per_inference:.1f} ms CPU per inference"
+                f"{precision} threads={threads} spinning={spinning}: {per_inference:.1f} ms CPU per "
+                f"inference, {statistics.median(walls) * 1000.0:.1f} ms wall (median)"
             )
     return 0
 

@@ -3,15 +3,14 @@
 Format QOperator (QLinearConv and friends written into the graph; uint8 activations, int8
 per-channel weights, MinMax calibration), with each batch normalisation first written as a
 depthwise convolution (export/batchnorm.py) so that every layer is quantised, and the tensors a
-concatenation joins given one range (`shared_concatenation_ranges`). Measured on model 2.1.0 (224
-px, 2-core Intel Xeon with AVX-512 VNNI, 2026-12-06, batch 1, medians of 4 alternated rounds of 10
-runs), before the ranges were shared: QOperator 12.3 ms with two threads and 18.9 ms with one, QDQ
-(onnxruntime fusing each QuantizeLinear/DequantizeLinear pair at session start) 13.5 and 19.9 ms,
-both a mean AUROC of 0.7025 on the test split (fp32 0.7052); with them the shipped file takes 11.7
-and 18.1 ms and reads 0.7062. On the AVX2 EPYC host with the 128 px dev model and no depthwise
-rewrite, QDQ had been ahead (0.093 against 0.108 s). reduce_range (7-bit weights) because CPUs
-without VNNI can saturate the int16 intermediate sums of full-range uint8 x int8 products (full
-range read 0.7041 here, before the ranges were shared: no loss to recover).
+concatenation joins given one range (`shared_concatenation_ranges`). On model 2.1.0 (2-core Intel
+Xeon with AVX-512 VNNI, 2026-12-06) `python -m export ... --quantize int8 --quant-format F
+--dataset ../shared/data/nih --dataset ../shared/data/nih-extra` recorded 0.0198 s per image and a
+mean AUROC of 0.7062 for QOperator, 0.0215 s and 0.7055 for QDQ (onnxruntime fusing each
+QuantizeLinear/DequantizeLinear pair at session start); fp32 0.0511 s and 0.7052. On the AVX2 EPYC
+host with the 128 px dev model and no depthwise rewrite, QDQ had been ahead (0.093 against 0.108
+s). reduce_range (7-bit weights) because CPUs without VNNI can saturate the int16 intermediate
+sums of full-range uint8 x int8 products.
 
 The calibration writes the tensors' ranges (onnxruntime's calibration cache, about 90 kB);
 `make export-int8` records them beside the model and their sha256 in its card, and an export
@@ -193,8 +192,8 @@ def shared_concatenation_ranges(proto: onnx.ModelProto, ranges: TensorsData) -> 
     whole DenseNet block) given one range, the union of theirs.
 
     With one scale and zero point on all sides, onnxruntime's QLinearConcat copies its inputs
-    instead of requantising each (0.9 ms of 12.6 per inference here, README: Performance). A
-    DenseNet block's last concatenation already holds every earlier one, so the union is its range."""
+    instead of requantising each. A DenseNet block's last concatenation already holds every earlier
+    one, so the union is its range."""
     parent: dict[str, str] = {}
 
     def root(name: str) -> str:

@@ -43,7 +43,7 @@ from cxr.imaging import decode_image
 from cxr.labels import LABELS
 from cxr.model_card import ModelCard
 from cxr.onnx_manifest import INPUT_NAME, PROBABILITIES_OUTPUT, ExportManifest
-from service.api.settings import usable_cpus
+from service.api.settings import Settings, usable_cpus
 from service.batch_shards import SHARD_COUNT_ENV, SHARD_INDEX_ENV, Shard, ShardError, shard_from_environ
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}  # DICOM files often have no suffix
@@ -421,9 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         choices=("fp32", "int8"),
-        default=os.environ.get("MODEL_PRECISION") or "int8",
-        help="the ONNX graph: int8 (the export's quantised model, as the API serves by default) or "
-        "fp32 (default MODEL_PRECISION, else int8)",
+        default=os.environ.get("MODEL_PRECISION") or Settings.model_fields["model_precision"].default,
+        help="the ONNX graph: int8 (the export's quantised model) or fp32 (default MODEL_PRECISION, "
+        "else the API's default)",
     )
     parser.add_argument(
         "--allow-spinning",

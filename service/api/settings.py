@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         "(a second session, no spinning); 0: always ORT_INTRA_OP_THREADS.",
     )
     ort_allow_spinning: bool = Field(
-        # On: a request alone answers about 3 ms sooner with the int8 model (README: Performance).
+        # On: a request alone answers about 4 ms sooner with the int8 model (README: Performance).
         # Only the session of a request alone spins, and only within a run.
         default=True,
         description="onnxruntime's pool threads busy-wait between the parallel sections of a run of a "
