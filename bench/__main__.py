@@ -366,7 +366,9 @@ def report_rows(
     rows.append(comparisons["e"].summary())
     rows[-1]["detail"] = (
         f"roof: {results.get('roof_processes')} single-threaded processes on the served "
-        f"{results.get('model_precision', 'fp32')} model"
+        f"{results.get('model_precision', 'fp32')} model; the load generator, on the same cores, "
+        f"{fmt(results.get('service_throughput', {}).get('client_cpu_ms_per_request'), ' ms')} of CPU per "
+        f"request"
     )
     rss = results["api_rss_mb"]["peak_under_load"]
     rows.append(
