@@ -16,7 +16,8 @@ in rounds (its two sides alternated, the order flipped every other round) and ju
 memory: the API's RSS during (a) (target <= 600 MB), the sidecar's during (c)
 stages: CPU time per stage of one request (bench.stages), against the API process's CPU per request
 batch: `python -m service.batch` images/s / bare onnxruntime on the same files       target >= 0.9
---sweep: the API's serving settings (bench.sweep) and the micro-batching headroom.
+--sweep: the API's serving settings (bench.sweep), the default concurrent inferences against one per
+    core in alternated rounds, and the micro-batching headroom.
 
 Services are started as subprocesses on free ports; results go to bench-results/ as JSON. About
 5 minutes with the defaults on 2 cores (most of it starting TensorFlow twice and the rounds of
@@ -45,7 +46,14 @@ from bench.references import BareOnnx, Roof, machine_speed_ms, timed_ms
 from bench.report import Comparison, fmt, ordered, print_report, row, speed_line
 from bench.services import api_settings, load, start_api, start_baseline, start_sidecar
 from bench.stages import format_table, stage_table
-from bench.sweep import format_sidecar_sweep, format_sweep, sidecar_sweep, sweep
+from bench.sweep import (
+    concurrent_inferences,
+    format_concurrent_inferences,
+    format_sidecar_sweep,
+    format_sweep,
+    sidecar_sweep,
+    sweep,
+)
 
 INT8_MAX_AUROC_CHANGE = 0.005
 INT8_MIN_SPEEDUP = 1.5
@@ -318,6 +326,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.requests,
                 args.duration,
             )
+            results["concurrent_inferences"] = concurrent_inferences(
+                args.model_dir,
+                args.onnx_dir,
+                image,
+                sidecar.url,
+                log_dir,
+                args.concurrency,
+                args.duration,
+                args.rounds,
+            )
     finally:
         for service in reversed(services):
             service.stop()
@@ -331,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = format_table(results["stages"])
     if "sweep" in results:
         extra += format_sweep(results["sweep"], args.concurrency)
+        extra += format_concurrent_inferences(results["concurrent_inferences"])
     if "sidecar_sweep" in results:
         extra += format_sidecar_sweep(results["sidecar_sweep"])
     if "micro_batching" in results:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import RssSampler
+from bench.report import Comparison, ordered
 from bench.services import load, start_api, start_sidecar
 
 
@@ -83,6 +84,56 @@ def format_sweep(rows: list[dict[str, Any]], concurrency: int) -> list[str]:
             f"RSS {entry['rss_peak_mb']} MB, failures {entry['failures']}"
         )
     return lines
+
+
+def concurrent_inferences(
+    model_dir: Path,
+    onnx_dir: Path,
+    image: bytes,
+    sidecar_url: str,
+    log_dir: Path,
+    concurrency: int,
+    duration: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """Throughput at `concurrency` with MAX_CONCURRENT_INFERENCES = the cores + 1 (the default) over
+    the cores, two APIs alternated in rounds: a difference of a few percent, which one pass per
+    sweep row cannot show."""
+    cores = len(os.sched_getaffinity(0))
+    comparison = Comparison(
+        "slots", f"c={concurrency}: {cores + 1} / {cores} concurrent inferences", 1.0, True, ""
+    )
+    apis = {}
+    try:
+        for slots in (cores + 1, cores):
+            print(f"MAX_CONCURRENT_INFERENCES={slots} ...", flush=True)
+            apis[slots] = start_api(
+                model_dir, onnx_dir, sidecar_url, log_dir, {"MAX_CONCURRENT_INFERENCES": str(slots)}
+            )
+        for index in range(rounds):
+            rate = {}
+            for slots in ordered(index, cores + 1, cores):
+                result = load(
+                    apis[slots],
+                    image,
+                    concurrency=concurrency,
+                    duration=duration,
+                    params={"heatmaps": "none"},
+                )
+                rate[slots] = result.throughput
+            comparison.add(rate[cores + 1], rate[cores])
+    finally:
+        for api in apis.values():
+            api.stop()
+    return comparison.summary()
+
+
+def format_concurrent_inferences(summary: dict[str, Any]) -> list[str]:
+    return [
+        f"{summary['what']}: {summary['value']} [{summary['low']:.3f}, {summary['high']:.3f}] "
+        f"({summary['numerator_median']} vs {summary['denominator_median']} req/s, medians of "
+        f"{len(summary['rounds'])} alternated rounds)"
+    ]
 
 
 def sidecar_sweep(
