@@ -16,8 +16,8 @@ in rounds (its two sides alternated, the order flipped every other round) and ju
 memory: the API's RSS during (a) (target <= 600 MB), the sidecar's during (c)
 stages: CPU time per stage of one request (bench.stages), against the API process's CPU per request
 batch: `python -m service.batch` images/s / bare onnxruntime on the same files       target >= 0.9
---sweep: the API's serving settings (bench.sweep), the default concurrent inferences against one per
-    core in alternated rounds, and the micro-batching headroom.
+--sweep: the API's serving settings (bench.sweep), one concurrent inference more than the cores against
+    the default (one per core) in alternated rounds, and the micro-batching headroom.
 
 Services are started as subprocesses on free ports; results go to bench-results/ as JSON. About
 5 minutes with the defaults on 2 cores (most of it starting TensorFlow twice and the rounds of

@@ -96,8 +96,8 @@ def concurrent_inferences(
     duration: float,
     rounds: int,
 ) -> dict[str, Any]:
-    """Throughput at `concurrency` with MAX_CONCURRENT_INFERENCES = the cores + 1 (the default) over
-    the cores, two APIs alternated in rounds: a difference of a few percent, which one pass per
+    """Throughput at `concurrency` with MAX_CONCURRENT_INFERENCES = the cores + 1 over the cores (the
+    default), two APIs alternated in rounds: a difference of a few percent, which one pass per
     sweep row cannot show."""
     cores = len(os.sched_getaffinity(0))
     comparison = Comparison(

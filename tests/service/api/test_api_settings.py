@@ -21,7 +21,7 @@ def test_defaults() -> None:
     assert settings.api_keys == [] and not settings.auth_enabled and settings.cors_origins == []
     assert settings.ort_intra_op_threads == len(os.sched_getaffinity(0))
     assert settings.ort_inter_op_threads == 1
-    assert settings.max_concurrent_inferences == len(os.sched_getaffinity(0)) + 1
+    assert settings.max_concurrent_inferences == len(os.sched_getaffinity(0))
 
 
 def test_every_variable_is_read() -> None:
