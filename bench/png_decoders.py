@@ -1,4 +1,4 @@
-"""PNG decoders against Pillow on real radiographs: CPU per image in one thread, the speed-up of two
+"""PNG decoders against Pillow on real radiographs: time per image in one thread, the speed-up of two
 threads (a decoder that holds the GIL gains nothing from the API's worker threads), and whether
 the pixels are identical. Pillow is the project's decoder; pyspng and OpenCV are timed only when
 installed (they are not dependencies: `uv pip install pyspng opencv-python-headless` to compare).
