@@ -316,26 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             api.stop()
             services.remove(api)
-            results["sweep"] = sweep(
-                args.model_dir,
-                args.onnx_dir,
-                image,
-                sidecar.url,
-                log_dir,
-                args.concurrency,
-                args.requests,
-                args.duration,
-            )
-            results["concurrent_inferences"] = concurrent_inferences(
-                args.model_dir,
-                args.onnx_dir,
-                image,
-                sidecar.url,
-                log_dir,
-                args.concurrency,
-                args.duration,
-                args.rounds,
-            )
+            setup = (args.model_dir, args.onnx_dir, image, sidecar.url, log_dir, args.concurrency)
+            results["sweep"] = sweep(*setup, args.requests, args.duration)
+            results["concurrent_inferences"] = concurrent_inferences(*setup, args.duration, args.rounds)
     finally:
         for service in reversed(services):
             service.stop()
