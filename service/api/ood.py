@@ -73,26 +73,34 @@ class ImageStatistics:
 def image_statistics(image: DecodedImage) -> ImageStatistics:
     """Measure `image` (greyscale pixels in [0, 1]) for the out-of-distribution checks."""
     step = max(1, int(np.sqrt(image.pixels.size / CONTRAST_SAMPLES)))
-    # In float32 throughout: numpy's pairwise sums keep 7 digits here, far finer than any margin
-    # below, and float64 copies cost a third of the statistics' time.
     contrast = float(image.pixels[::step, ::step].std())
     pixels = np.asarray(
         image.float_image.resize((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.Resampling.BILINEAR, reducing_gap=1.0),
         dtype=np.float32,
     )
-    down, right = np.diff(pixels, axis=0)[:, :-1], np.diff(pixels, axis=1)[:-1, :]
-    gradient = np.sqrt(down**2 + right**2)  # not np.hypot: slower, and [0, 1] steps cannot overflow
+    # Few whole-array numpy calls, in place where possible: each call lets go of the GIL and takes it
+    # back, a wait whenever another request's thread holds it.
+    right = pixels[:, 1:] - pixels[:, :-1]
+    down = pixels[1:, :-1] - pixels[:-1, :-1]
+    gradient = np.square(right[:-1])
+    gradient += np.square(down, out=down)
+    np.sqrt(gradient, out=gradient)  # not np.hypot: slower, and [0, 1] steps cannot overflow
     # The most common of 20 grey levels; 1.0 (and resampling's rounding above it) is the top level.
-    levels = np.minimum(pixels * PAPER_LEVELS, PAPER_LEVELS - 1).astype(np.intp)
+    levels = np.bincount((pixels * PAPER_LEVELS).astype(np.intp).ravel(), minlength=PAPER_LEVELS)
+    levels[PAPER_LEVELS - 1] = levels[PAPER_LEVELS - 1 :].sum()
+    # Sums in float64, for the standard deviation and the neighbours' correlation.
+    total = float(pixels.sum(dtype=np.float64))
+    squares = float(np.einsum("ij,ij->", pixels, pixels, dtype=np.float64))
+    std = float(np.sqrt(max(squares / pixels.size - (total / pixels.size) ** 2, 0.0)))
     layout = resize_grey(pixels, LAYOUT_SIZE).astype(np.float64)  # from 256 px: 16x fewer pixels to read
     return ImageStatistics(
         chroma=image.chroma,
         contrast=contrast,
-        neighbour_correlation=_correlation(pixels[:, :-1], pixels[:, 1:]),
-        fine_detail=float(gradient.mean()) / max(float(pixels.std()), 1e-6),
-        white_fraction=float(np.mean(pixels > 0.9)),
-        paper_level=float(np.argmax(np.bincount(levels.ravel(), minlength=PAPER_LEVELS))) / PAPER_LEVELS,
-        edge_fraction=float(np.mean(gradient > EDGE_STEP)),
+        neighbour_correlation=_neighbour_correlation(pixels, total, squares),
+        fine_detail=float(gradient.mean()) / max(std, 1e-6),
+        white_fraction=np.count_nonzero(pixels > 0.9) / pixels.size,
+        paper_level=float(np.argmax(levels[:PAPER_LEVELS])) / PAPER_LEVELS,
+        edge_fraction=np.count_nonzero(gradient > EDGE_STEP) / gradient.size,
         midline=_midline_brightness(layout),
         symmetry=_mirror_symmetry(layout),
     )
@@ -123,11 +131,17 @@ def out_of_distribution_reasons(image: DecodedImage) -> list[str]:
     return reasons
 
 
-def _correlation(first: np.ndarray, second: np.ndarray) -> float:
-    """Pearson correlation; 0 when either side is constant."""
-    first, second = first - first.mean(), second - second.mean()
-    scale = np.sqrt(np.mean(first**2) * np.mean(second**2))
-    return float(np.mean(first * second) / scale) if scale > 1e-12 else 0.0
+def _neighbour_correlation(pixels: np.ndarray, total: float, squares: float) -> float:
+    """Pearson correlation of each pixel with its right-hand neighbour (0 when either side is
+    constant), from the whole image's sum and sum of squares less the last or first column."""
+    first, last = pixels[:, 0].astype(np.float64), pixels[:, -1].astype(np.float64)
+    products = float(np.einsum("ij,ij->", pixels[:, :-1], pixels[:, 1:], dtype=np.float64))
+    count = pixels.size - pixels.shape[0]
+    left_mean, right_mean = (total - last.sum()) / count, (total - first.sum()) / count
+    left_var = (squares - last @ last) / count - left_mean**2
+    right_var = (squares - first @ first) / count - right_mean**2
+    scale = np.sqrt(max(left_var * right_var, 0.0))
+    return float((products / count - left_mean * right_mean) / scale) if scale > 1e-12 else 0.0
 
 
 def _midline_brightness(layout: np.ndarray) -> float:
