@@ -13,6 +13,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,31 @@ def ms_per_image(decode: Decoder, files: list[bytes], threads: int) -> float:
     return (time.perf_counter() - started) * 1000.0 / (threads * len(files))
 
 
+@dataclass(frozen=True)
+class DecoderTiming:
+    decoder: str
+    ms: float  # per image, one thread
+    vs_pillow: float  # Pillow's ms / this decoder's
+    threads_speedup: float  # one thread's ms / two threads' ms per image
+    identical: bool  # every file gives Pillow's pixels
+
+
+def compare(files: list[bytes], decoders: dict[str, Decoder]) -> list[DecoderTiming]:
+    """Each decoder (the first is the reference Pillow) timed on `files` and checked against Pillow."""
+    reference = [pillow(data) for data in files]
+    timings: list[tuple[str, float, float, bool]] = []
+    for name, decode in decoders.items():
+        identical = all(
+            np.array_equal(decode(data), pixels) for data, pixels in zip(files, reference, strict=True)
+        )
+        ms_per_image(decode, files[:3], 1)  # warm up
+        one = min(ms_per_image(decode, files, 1) for _ in range(2))
+        two = min(ms_per_image(decode, files, 2) for _ in range(2))
+        timings.append((name, one, one / two, identical))
+    pillow_ms = timings[0][1]
+    return [DecoderTiming(name, ms, pillow_ms / ms, speedup, same) for name, ms, speedup, same in timings]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.png_decoders", description=__doc__.split("\n\n")[0]
@@ -74,22 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         (REPO / "tests" / "fixtures").glob("*.png")
     )
     files = [path.read_bytes() for path in paths]
-    sizes = sorted({pillow(data).shape for data in files})
-    print(f"{len(files)} PNGs from {paths[0].parent}, shapes {sizes[:3]}")
+    shapes = sorted({pillow(data).shape for data in files})[:3]
+    print(f"{len(files)} PNGs from {paths[0].parent}, shapes {shapes}")
     decoders = available_decoders()
-    reference = [pillow(data) for data in files]
-    baseline = None
-    for name, decode in decoders.items():
-        identical = all(
-            np.array_equal(decode(data), pixels) for data, pixels in zip(files, reference, strict=True)
-        )
-        ms_per_image(decode, files[:3], 1)  # warm up
-        one = min(ms_per_image(decode, files, 1) for _ in range(2))
-        two = min(ms_per_image(decode, files, 2) for _ in range(2))
-        baseline = baseline or one
+    for row in compare(files, decoders):
         print(
-            f"{name:<8} {one:6.2f} ms per image in one thread ({baseline / one:.2f}x Pillow), "
-            f"two threads {one / two:.2f}x one, pixels identical to Pillow's: {identical}"
+            f"{row.decoder:<8} {row.ms:6.2f} ms per image in one thread ({row.vs_pillow:.2f}x Pillow), "
+            f"two threads {row.threads_speedup:.2f}x one, pixels identical to Pillow's: {row.identical}"
         )
     if len(decoders) == 1:
         print("pyspng and OpenCV are not installed: only Pillow was timed")
