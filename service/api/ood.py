@@ -17,8 +17,9 @@ from cxr.imaging import DecodedImage
 from cxr.preprocessing import resize_grey
 
 # Statistics on a fixed-size copy, so they do not depend on the resolution. The copy is box-averaged
-# by the largest whole factor, then resized bilinearly (Pillow's reducing_gap=1): from 1024 px a
-# quarter of a bilinear resize's CPU, and the figures below are measured on it.
+# by the largest whole factor, then resized bilinearly (Pillow's reducing_gap=1), cheaper than one
+# bilinear resize of the full resolution; the NIH figures below are measured on it. The
+# non-radiographs quoted beside them are the cases tests/service/api/test_ood.py flags.
 ANALYSIS_SIZE = 256
 LAYOUT_SIZE = 64  # a coarse copy for the left-right layout of the chest
 
@@ -31,15 +32,15 @@ MAX_CHROMA = 0.04
 MIN_CONTRAST = 0.06
 CONTRAST_SAMPLES = 1 << 16  # every k-th pixel in each direction, at most about this many
 # Correlation of horizontally adjacent pixels at 256 px: radiographs are smooth (NIH >= 0.96);
-# noise measures ~0 and textures (grass, gravel, brick) 0.6 to 0.7.
+# noise and textures (grass, gravel, brick) measure far less.
 MIN_NEIGHBOUR_CORRELATION = 0.90
 # Mean gradient magnitude over the standard deviation at 256 px, how much of the contrast is in
-# the finest detail: NIH <= 0.167; photographs of coins, text, a cat, cell stains: 0.23 and above.
+# the finest detail: NIH <= 0.167; photographs of coins and text measure more.
 MAX_FINE_DETAIL = 0.20
 # Fraction of near-white pixels (> 0.9): NIH <= 0.38 (overexposed shoulders, labels).
 MAX_WHITE_FRACTION = 0.5
 # A document: the most common grey level is light (paper) and many pixels are sharp edges (ink).
-# NIH images have at most 7.8% edge pixels; a scanned page 21%.
+# NIH images have at most 7.8% edge pixels; a scanned page has more.
 DOCUMENT_PAPER_LEVEL = 0.7
 PAPER_LEVELS = 20  # grey levels of the histogram whose most common level is the paper's
 DOCUMENT_MIN_EDGES = 0.10
