@@ -47,6 +47,7 @@ from bench.report import Comparison, fmt, ordered, print_report, row, speed_line
 from bench.services import api_settings, load, start_api, start_baseline, start_sidecar
 from bench.stages import format_table, stage_table
 from bench.sweep import (
+    SweepTarget,
     concurrent_inferences,
     format_concurrent_inferences,
     format_sidecar_sweep,
@@ -316,9 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             api.stop()
             services.remove(api)
-            setup = (args.model_dir, args.onnx_dir, image, sidecar.url, log_dir, args.concurrency)
-            results["sweep"] = sweep(*setup, args.requests, args.duration)
-            results["concurrent_inferences"] = concurrent_inferences(*setup, args.duration, args.rounds)
+            sweep_target = SweepTarget(
+                args.model_dir, args.onnx_dir, image, sidecar.url, log_dir, args.concurrency
+            )
+            results["sweep"] = sweep(sweep_target, args.requests, args.duration)
+            results["concurrent_inferences"] = concurrent_inferences(sweep_target, args.duration, args.rounds)
     finally:
         for service in reversed(services):
             service.stop()

@@ -4,10 +4,12 @@ concurrency 1 and at the benchmark's concurrency."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import RssSampler
+from bench.loadgen import LoadResult
+from bench.procs import RssSampler, Service
 from bench.report import Comparison, ordered
 from bench.services import load, start_api, start_sidecar
 
@@ -40,26 +42,34 @@ def sweep_settings(cores: int) -> list[dict[str, str]]:
     return rows
 
 
-def sweep(
-    model_dir: Path,
-    onnx_dir: Path,
-    image: bytes,
-    sidecar_url: str,
-    log_dir: Path,
-    concurrency: int,
-    requests: int,
-    duration: float,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SweepTarget:
+    """What every API the sweep starts serves (model, export, sidecar, logs) and the load it gets."""
+
+    model_dir: Path
+    onnx_dir: Path
+    image: bytes
+    sidecar_url: str
+    log_dir: Path
+    concurrency: int
+
+    def start(self, settings: dict[str, str]) -> Service:
+        return start_api(self.model_dir, self.onnx_dir, self.sidecar_url, self.log_dir, settings)
+
+    def load(self, api: Service, **kwargs: Any) -> LoadResult:
+        """Probabilities only, the same image every time."""
+        return load(api, self.image, params={"heatmaps": "none"}, **kwargs)
+
+
+def sweep(target: SweepTarget, requests: int, duration: float) -> list[dict[str, Any]]:
     rows = []
     for settings in sweep_settings(len(os.sched_getaffinity(0))):
         print(f"sweep {settings} ...", flush=True)
-        api = start_api(model_dir, onnx_dir, sidecar_url, log_dir, settings)
+        api = target.start(settings)
         try:
-            single = load(api, image, concurrency=1, requests=requests, warmup=3, params={"heatmaps": "none"})
+            single = target.load(api, concurrency=1, requests=requests, warmup=3)
             with RssSampler(api) as rss:
-                loaded = load(
-                    api, image, concurrency=concurrency, duration=duration, params={"heatmaps": "none"}
-                )
+                loaded = target.load(api, concurrency=target.concurrency, duration=duration)
         finally:
             api.stop()
         rows.append(
@@ -86,41 +96,25 @@ def format_sweep(rows: list[dict[str, Any]], concurrency: int) -> list[str]:
     return lines
 
 
-def concurrent_inferences(
-    model_dir: Path,
-    onnx_dir: Path,
-    image: bytes,
-    sidecar_url: str,
-    log_dir: Path,
-    concurrency: int,
-    duration: float,
-    rounds: int,
-) -> dict[str, Any]:
-    """Throughput at `concurrency` with MAX_CONCURRENT_INFERENCES = the cores + 1 over the cores (the
-    default), two APIs alternated in rounds: a difference of a few percent, which one pass per
-    sweep row cannot show."""
+def concurrent_inferences(target: SweepTarget, duration: float, rounds: int) -> dict[str, Any]:
+    """Throughput at the target's concurrency with MAX_CONCURRENT_INFERENCES = the cores + 1 over
+    the cores (the default), two APIs alternated in rounds: a difference of a few percent, which
+    one pass per sweep row cannot show."""
     cores = len(os.sched_getaffinity(0))
     comparison = Comparison(
-        "slots", f"c={concurrency}: {cores + 1} / {cores} concurrent inferences", 1.0, True, ""
+        "slots", f"c={target.concurrency}: {cores + 1} / {cores} concurrent inferences", 1.0, True, ""
     )
     apis = {}
     try:
         for slots in (cores + 1, cores):
             print(f"MAX_CONCURRENT_INFERENCES={slots} ...", flush=True)
-            apis[slots] = start_api(
-                model_dir, onnx_dir, sidecar_url, log_dir, {"MAX_CONCURRENT_INFERENCES": str(slots)}
-            )
+            apis[slots] = target.start({"MAX_CONCURRENT_INFERENCES": str(slots)})
         for index in range(rounds):
             rate = {}
             for slots in ordered(index, cores + 1, cores):
-                result = load(
-                    apis[slots],
-                    image,
-                    concurrency=concurrency,
-                    duration=duration,
-                    params={"heatmaps": "none"},
-                )
-                rate[slots] = result.throughput
+                rate[slots] = target.load(
+                    apis[slots], concurrency=target.concurrency, duration=duration
+                ).throughput
             comparison.add(rate[cores + 1], rate[cores])
     finally:
         for api in apis.values():

@@ -8,7 +8,7 @@ import pytest
 from bench.references import BareOnnx, Roof, machine_speed_ms
 from bench.services import api_settings
 from bench.stages import in_process_stages
-from bench.sweep import concurrent_inferences, format_concurrent_inferences
+from bench.sweep import SweepTarget, concurrent_inferences, format_concurrent_inferences
 
 
 def test_the_bare_loop_scores_a_radiograph(
@@ -52,9 +52,10 @@ def test_every_stage_costs_cpu(model_dir: Path, onnx_dir: Path, fixture_images: 
 def test_concurrent_inferences_alternates_two_apis(
     model_dir: Path, onnx_dir: Path, fixture_images: list[Path], tmp_path: Path
 ) -> None:
-    summary = concurrent_inferences(
-        model_dir, onnx_dir, fixture_images[0].read_bytes(), "http://127.0.0.1:9", tmp_path, 2, 0.5, 2
+    target = SweepTarget(
+        model_dir, onnx_dir, fixture_images[0].read_bytes(), "http://127.0.0.1:9", tmp_path, 2
     )
+    summary = concurrent_inferences(target, 0.5, 2)
     cores = len(os.sched_getaffinity(0))
     assert summary["what"] == f"c=2: {cores + 1} / {cores} concurrent inferences"
     assert len(summary["rounds"]) == 2 and all(value > 0 for value in summary["rounds"])
