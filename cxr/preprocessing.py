@@ -8,7 +8,7 @@ sidecar all call these functions; nothing else may re-implement them.
 import numpy as np
 from PIL import Image
 
-from cxr.imaging import DEFAULT_MAX_PIXELS, decode_image
+from cxr.imaging import DEFAULT_MAX_PIXELS, as_float_image, decode_image
 
 
 def resize_grey(pixels: np.ndarray | Image.Image, size: int) -> np.ndarray:
@@ -22,7 +22,7 @@ def resize_grey(pixels: np.ndarray | Image.Image, size: int) -> np.ndarray:
             raise ValueError(f"resize_grey takes a float ('F') image, not mode {pixels.mode!r}")
         image = pixels
     else:
-        image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32))
+        image = as_float_image(pixels)
     resized = image.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
 
